@@ -1,0 +1,23 @@
+"""Shared test fixtures. Tests run under whichever KERAS_BACKEND is set (tensorflow or jax)."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+SHARED_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+
+
+@pytest.fixture(scope="session")
+def mnist_path():
+    """Path to the MNIST file: TFDLGM_MNIST if set, else ../shared/data/mnist.npz."""
+    path = os.environ.get("TFDLGM_MNIST") or str(SHARED_MNIST)
+    if not os.path.exists(path):
+        pytest.fail(f"MNIST not found at {path}; set TFDLGM_MNIST to the mnist.npz file")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
