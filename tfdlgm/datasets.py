@@ -1,0 +1,540 @@
+"""MNIST as the deep latent Gaussian model literature uses it: 50k/10k/10k, binarised.
+
+The evaluation protocol (ARCHITECTURE.md): the first 50,000 rows of MNIST's training set are
+the training split, its last 10,000 rows the validation split, and MNIST's 10,000 test images
+the test split. Pixels are grey levels `x = intensity / 255` in [0, 1], flattened to 784. A
+binary image is a Bernoulli draw from the grey levels:
+
+```none
+v_ij = 1[u_ij < x_ij],   u_ij ~ Uniform(0, 1)   so   v_ij ~ Bernoulli(x_ij)
+```
+
+where `x_ij` is the grey level of pixel `j` of image `i`. *Dynamic* binarisation draws fresh
+`u` on every pass over the data (each epoch sees new binary images); *fixed* binarisation draws
+`u` once from a seed (the protocol binarises the test set once, with a fixed seed).
+
+`mnist()` returns a `tf.data.Dataset` where TensorFlow can be imported, and otherwise (or with
+`as_numpy=True`) a `NumpyBatches` (`keras.utils.PyDataset`) with the same split, binarisation
+and seeding semantics; Keras' `fit` takes either. Nothing here imports TensorFlow at import
+time, so the module works under `KERAS_BACKEND=jax` with no TensorFlow installed.
+
+The file is found by `find_mnist()`: the `path` argument, then the environment variable
+`TFDLGM_MNIST`, then the Keras cache (`$KERAS_HOME/datasets/mnist.npz`, by default
+`~/.keras/datasets/mnist.npz`), then the download `keras.datasets.mnist.load_data()` performs.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import os
+import zipfile
+import zlib
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+
+from tfdlgm import backend
+
+if TYPE_CHECKING:  # Annotations only: TensorFlow is imported when a tf.data pipeline is built.
+    import tensorflow as tf
+
+SPLITS = ("train", "validation", "test")
+BINARIZATIONS = ("dynamic", "fixed", None)
+ENV_VAR = "TFDLGM_MNIST"
+NUM_PIXELS = 28 * 28
+NUM_TRAIN = 50_000
+
+# What `keras.datasets.mnist.load_data()` downloads, and the layout every mnist.npz must have.
+_KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+_KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+_EXPECTED_ARRAYS = {"x_train": (60_000, 28, 28), "x_test": (10_000, 28, 28)}
+_LAYOUT = (
+    "Expected the layout of keras.datasets.mnist: arrays x_train (60000, 28, 28) uint8 and "
+    "x_test (10000, 28, 28) uint8."
+)
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+# Independent NumPy random streams, as `SeedSequence(seed, spawn_key=(epoch, stream, ...))`.
+_SHUFFLE_STREAM = 0
+_BITS_STREAM = 1
+
+
+def find_mnist(path: str | os.PathLike | None = None) -> str:
+    """Finds the MNIST file (`mnist.npz`, the layout of `keras.datasets.mnist`).
+
+    Looks, in order, at: (1) `path`, (2) the environment variable `TFDLGM_MNIST`, (3) the Keras
+    cache `$KERAS_HOME/datasets/mnist.npz` (`~/.keras/datasets/mnist.npz` when `KERAS_HOME` is
+    not set), (4) the download `keras.datasets.mnist.load_data()` performs, into that cache.
+    A `path` or `TFDLGM_MNIST` that names no file is an error; the search does not go on
+    past it.
+
+    Args:
+        path: str or path-like, the file to use. Defaults to `None` (search).
+
+    Returns:
+        The absolute path of the file found, as a str.
+
+    Raises:
+        FileNotFoundError: if `path` or `TFDLGM_MNIST` names no file, or if every place failed
+            (the message lists each place and why).
+
+    Example:
+
+    ```python
+    tfdlgm.datasets.find_mnist()              # e.g. '/home/me/.keras/datasets/mnist.npz'
+    tfdlgm.datasets.find_mnist("data/mnist.npz")
+    ```
+    """
+    fix = f"Set the environment variable {ENV_VAR}=/path/to/mnist.npz or pass path=."
+    if path is not None:
+        return _existing_file(
+            path,
+            "`path` argument",
+            f"Pass the path of an existing mnist.npz, or leave `path` out to search {ENV_VAR} "
+            "and the Keras cache.",
+        )
+    from_env = os.environ.get(ENV_VAR)
+    if from_env:
+        return _existing_file(
+            from_env,
+            f"environment variable {ENV_VAR}",
+            f"Set {ENV_VAR} to an existing mnist.npz, or unset it to search the Keras cache.",
+        )
+    looked = ["the `path` argument: not given", f"the environment variable {ENV_VAR}: not set"]
+    cache = _keras_cache_path()
+    if os.path.isfile(cache):
+        return os.path.abspath(cache)
+    looked.append(f"the Keras cache {cache}: no such file")
+    try:
+        downloaded = _download()
+    except Exception as error:  # Any failure of the download means "not found here".
+        looked.append(
+            f"the download of keras.datasets.mnist from {_KERAS_ORIGIN}: failed "
+            f"({type(error).__name__}: {error})"
+        )
+    else:
+        if downloaded is not None and os.path.isfile(downloaded):
+            return os.path.abspath(os.fspath(downloaded))
+        looked.append(
+            f"the download of keras.datasets.mnist from {_KERAS_ORIGIN}: "
+            f"gave {downloaded!r}, which is not a file"
+        )
+    places = "\n".join(f"  {number}. {place}" for number, place in enumerate(looked, start=1))
+    raise FileNotFoundError(f"MNIST (mnist.npz) was not found. Looked at:\n{places}\n{fix}")
+
+
+def load_mnist_arrays(path: str | os.PathLike | None = None) -> dict:
+    """Loads the MNIST splits as grey levels in [0, 1].
+
+    The file is read and checked once per file (and modification time); later calls return
+    the same arrays, which are read-only (`array.copy()` gives a writable one).
+
+    Args:
+        path: str or path-like, the `mnist.npz` file. Defaults to `None` (`find_mnist()`
+            searches `TFDLGM_MNIST`, the Keras cache, then the download).
+
+    Returns:
+        A dict with keys `"train"` (50000, 784), `"validation"` (10000, 784) and `"test"`
+        (10000, 784): float32 arrays equal to the uint8 intensities / 255. Train is the first
+        50,000 rows of `x_train`, validation its last 10,000, test is `x_test`.
+
+    Raises:
+        FileNotFoundError: if no file is found (see `find_mnist`).
+        ValueError: if the file is not a valid `.npz`, or lacks `x_train` or `x_test`, or one
+            of them has the wrong shape or dtype.
+
+    Example:
+
+    ```python
+    arrays = tfdlgm.datasets.load_mnist_arrays()
+    arrays["validation"].shape        # (10000, 784)
+    ```
+    """
+    resolved = find_mnist(path)
+    stat = os.stat(resolved)
+    return dict(_load_splits(os.path.realpath(resolved), stat.st_mtime_ns, stat.st_size))
+
+
+def fixed_binarization(x, seed: int) -> np.ndarray:
+    """Binarises grey levels once, with a fixed seed: `v = 1[u < x]`, `u ~ Uniform(0, 1)`.
+
+    The uniforms come from `numpy.random.Generator(PCG64(seed))` (float32), whose stream NumPy
+    keeps stable, so the bits are the same on every run and machine for a given `seed`.
+
+    Args:
+        x: array-like of grey levels in [0, 1], any shape.
+        seed: int >= 0, the seed of the draw.
+
+    Returns:
+        A float32 array of the shape of `x`, holding 0. and 1., with `mean(v) ~= x`.
+
+    Raises:
+        ValueError: if `seed` is not a non-negative int, or `x` holds values outside [0, 1].
+
+    Example:
+
+    ```python
+    bits = tfdlgm.datasets.fixed_binarization(np.full((2, 3), 0.5), seed=0)
+    bits.dtype, set(np.unique(bits))   # (dtype('float32'), {0.0, 1.0})
+    ```
+    """
+    _check_seed(seed)
+    x = np.asarray(x)
+    outside = ~((x >= 0) & (x <= 1))
+    if np.any(outside):
+        raise ValueError(
+            "`x` must hold grey levels in [0, 1] (intensities / 255). Received: x with "
+            f"{int(outside.sum())} values outside [0, 1], e.g. {x[outside].flat[0].item()!r}."
+        )
+    uniforms = np.random.Generator(np.random.PCG64(int(seed))).random(x.shape, dtype=np.float32)
+    return (uniforms < x).astype(np.float32)
+
+
+def mnist(
+    split: str = "train",
+    binarize: str | None = "dynamic",
+    batch_size: int = 100,
+    seed: int = 0,
+    path: str | os.PathLike | None = None,
+    shuffle: bool | None = None,
+    drop_remainder: bool = False,
+    as_numpy: bool = False,
+) -> tf.data.Dataset | NumpyBatches:
+    """MNIST batches for training and evaluation, by the evaluation protocol.
+
+    Batches hold images only (no labels): float32 arrays of shape `(batch, 784)`. With
+    `binarize="dynamic"` every pass over the data draws new binary images `v ~ Bernoulli(x)`
+    from the grey levels `x`; the sequence of passes is the same for the same `seed`. Shuffling
+    is seeded too and draws a new order on each pass.
+
+    Where TensorFlow can be imported (under either backend) and `as_numpy` is False, the
+    result is a `tf.data.Dataset`: each iteration over it is a pass. Its random streams come
+    from `seed` and TensorFlow's global seed (`keras.utils.set_random_seed` sets it), so set
+    that the same too when comparing runs. Otherwise the result is a `NumpyBatches`
+    (`keras.utils.PyDataset`): a pass ends with `on_epoch_end()`, which `fit` calls, or with a
+    full Python iteration over it. Both draw their bits from `seed`, but not the same bits.
+
+    Args:
+        split: str, one of `"train"` (50,000 images), `"validation"` (10,000) or `"test"`
+            (10,000). Defaults to `"train"`.
+        binarize: str or None: `"dynamic"` (a new draw on every pass), `"fixed"` (one draw,
+            `fixed_binarization(x, seed)`), or `None` (grey levels in [0, 1]). Defaults to
+            `"dynamic"`.
+        batch_size: int >= 1, images per batch. Defaults to `100`.
+        seed: int >= 0, seeds the binarisation and the shuffling. Defaults to `0`.
+        path: str or path-like, the `mnist.npz` file. Defaults to `None` (see `find_mnist`).
+        shuffle: bool or None, whether to shuffle on each pass. Defaults to `None`: True for
+            `"train"`, False otherwise.
+        drop_remainder: bool, whether to drop a last batch smaller than `batch_size`.
+            Defaults to `False`.
+        as_numpy: bool, return `NumpyBatches` even where TensorFlow is available. Defaults to
+            `False`.
+
+    Returns:
+        A `tf.data.Dataset` of float32 `(batch, 784)` tensors, or a `NumpyBatches` of float32
+        `(batch, 784)` NumPy arrays whose `len()` is the number of batches.
+
+    Raises:
+        ValueError: if an argument is invalid, or the file is malformed (see
+            `load_mnist_arrays`).
+        FileNotFoundError: if no MNIST file is found (see `find_mnist`).
+
+    Example:
+
+    ```python
+    train = tfdlgm.datasets.mnist("train", batch_size=200)
+    test = tfdlgm.datasets.mnist("test", binarize="fixed", seed=0, batch_size=500)
+    model.fit(train, epochs=10)
+    ```
+    """
+    _check_choice("split", split, SPLITS)
+    _check_dataset_args(binarize, batch_size, seed, drop_remainder)
+    if shuffle is not None:
+        _check_bool("shuffle", shuffle, "a bool or None")
+    _check_bool("as_numpy", as_numpy)
+    x = load_mnist_arrays(path)[split]
+    if shuffle is None:
+        shuffle = split == "train"
+    return _make_dataset(
+        x,
+        binarize=binarize,
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        drop_remainder=drop_remainder,
+        as_numpy=as_numpy,
+    )
+
+
+class NumpyBatches(keras.utils.PyDataset):
+    """Batches of (binarised) images as NumPy arrays: a `keras.utils.PyDataset`.
+
+    What `mnist()` returns where TensorFlow is absent or `as_numpy=True`. Batch `index` of pass
+    `epoch` is a function of `(seed, epoch, index)` only, so batches may be read in any order
+    and from several workers. The pass advances with `on_epoch_end()`, which Keras' `fit`
+    calls after each epoch, and after a full Python iteration (`for batch in ds`), so each
+    iteration over it, like one over a `tf.data.Dataset`, is a new pass. (`fit(shuffle=True)`,
+    Keras' default, also reorders the batches with Python's `random`; pass `shuffle=False` to
+    `fit` to keep the order this dataset draws.)
+
+    ```none
+    order_e = permutation(n; SeedSequence(seed, spawn_key=(e, 0)))   if shuffle
+    v = 1[u < x],  u ~ Uniform(0, 1; SeedSequence(seed, spawn_key=(e, 1, index)))
+    ```
+
+    Args:
+        x: array-like `(n, d)` of grey levels in [0, 1].
+        batch_size: int >= 1, rows per batch. Defaults to `100`.
+        binarize: `"dynamic"`, `"fixed"` or `None`, as in `mnist()`. Defaults to `"dynamic"`.
+        seed: int >= 0. Defaults to `0`.
+        shuffle: bool, whether to shuffle the rows on each pass. Defaults to `False`.
+        drop_remainder: bool, whether to drop a last batch smaller than `batch_size`.
+            Defaults to `False`.
+        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of `PyDataset`.
+
+    Example:
+
+    ```python
+    ds = NumpyBatches(np.full((10, 784), 0.5, "float32"), batch_size=4)
+    len(ds), ds[2].shape              # (3, (2, 784))
+    ```
+    """
+
+    def __init__(
+        self,
+        x,
+        batch_size: int = 100,
+        binarize: str | None = "dynamic",
+        seed: int = 0,
+        shuffle: bool = False,
+        drop_remainder: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_dataset_args(binarize, batch_size, seed, drop_remainder)
+        _check_bool("shuffle", shuffle)
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"`x` must be a 2-D array (n, d). Received: x.shape={x.shape}")
+        self._x = fixed_binarization(x, seed) if binarize == "fixed" else x
+        self._dynamic = binarize == "dynamic"
+        self._batch_size = int(batch_size)
+        self._seed = int(seed)
+        self._shuffle = shuffle
+        self._drop_remainder = drop_remainder
+        self._epoch = 0
+        self._order = self._epoch_order()
+
+    @property
+    def epoch(self) -> int:
+        """The number of passes completed (`on_epoch_end` calls); it seeds the current pass."""
+        return self._epoch
+
+    def __len__(self) -> int:
+        num_rows = self._x.shape[0]
+        if self._drop_remainder:
+            return num_rows // self._batch_size
+        return math.ceil(num_rows / self._batch_size)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(f"Batch index {index} is out of range: there are {len(self)} batches.")
+        start = index * self._batch_size
+        batch = self._x[self._order[start : start + self._batch_size]]
+        if not self._dynamic:
+            return batch
+        sequence = np.random.SeedSequence(self._seed, spawn_key=(self._epoch, _BITS_STREAM, index))
+        uniforms = np.random.Generator(np.random.PCG64(sequence)).random(
+            batch.shape, dtype=np.float32
+        )
+        return (uniforms < batch).astype(np.float32)
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+        self.on_epoch_end()
+
+    def on_epoch_end(self):
+        """Starts the next pass: new bits (dynamic binarisation) and a new order (shuffle)."""
+        self._epoch += 1
+        self._order = self._epoch_order()
+
+    def _epoch_order(self):
+        num_rows = self._x.shape[0]
+        if not self._shuffle:
+            return np.arange(num_rows)
+        sequence = np.random.SeedSequence(self._seed, spawn_key=(self._epoch, _SHUFFLE_STREAM))
+        return np.random.Generator(np.random.PCG64(sequence)).permutation(num_rows)
+
+
+def _make_dataset(
+    x,
+    binarize="dynamic",
+    batch_size=100,
+    seed=0,
+    shuffle=False,
+    drop_remainder=False,
+    as_numpy=False,
+):
+    """Batches of the rows of `x` (grey levels, `(n, d)`) as `mnist()` makes them."""
+    tf = None if as_numpy else _import_tensorflow()
+    if tf is None:
+        return NumpyBatches(
+            x,
+            batch_size=batch_size,
+            binarize=binarize,
+            seed=seed,
+            shuffle=shuffle,
+            drop_remainder=drop_remainder,
+        )
+    return _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder)
+
+
+def _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder):
+    """The `tf.data` pipeline: shuffled row indices -> batches -> gather -> Bernoulli draw."""
+    _check_dataset_args(binarize, batch_size, seed, drop_remainder)
+    x = np.asarray(x, dtype=np.float32)
+    if binarize == "fixed":
+        x = fixed_binarization(x, seed)
+    if backend.name != "tensorflow":
+        # tf.data only feeds another backend here: keep TensorFlow off the accelerators.
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TensorFlow's devices were already initialised.
+            pass
+    shuffle_seed, bits_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+    with tf.device("/CPU:0"):
+        images = tf.constant(x)
+    rows = tf.data.Dataset.range(x.shape[0])
+    if shuffle:
+        rows = rows.shuffle(x.shape[0], seed=shuffle_seed, reshuffle_each_iteration=True)
+    rows = rows.batch(batch_size, drop_remainder=drop_remainder)
+    if binarize != "dynamic":
+        batches = rows.map(
+            lambda index: tf.gather(images, index), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        return batches.prefetch(tf.data.AUTOTUNE)
+
+    def bernoulli(index, pair_seed):
+        grey = tf.gather(images, index)
+        uniforms = tf.random.stateless_uniform(tf.shape(grey), seed=pair_seed, dtype=tf.float32)
+        return tf.cast(uniforms < grey, tf.float32)
+
+    # One stateless seed pair per batch; a new sequence of pairs on every iteration (pass).
+    seeds = tf.data.Dataset.random(seed=bits_seed, rerandomize_each_iteration=True).batch(2)
+    batches = tf.data.Dataset.zip((rows, seeds)).map(bernoulli, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _import_tensorflow():
+    """TensorFlow's module where it is installed and importable, else `None`."""
+    if not backend.has_tensorflow():
+        return None
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return tf
+
+
+def _download():
+    """Downloads MNIST into the Keras cache as `keras.datasets.mnist.load_data()` does.
+
+    Returns:
+        The path of the downloaded (or already cached) `mnist.npz`.
+    """
+    return keras.utils.get_file(fname="mnist.npz", origin=_KERAS_ORIGIN, file_hash=_KERAS_SHA256)
+
+
+def _keras_cache_path():
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(keras_home, "datasets", "mnist.npz")
+
+
+def _existing_file(path, source, fix):
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.isfile(path):
+        reason = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise FileNotFoundError(f"The MNIST file {path} (from the {source}) {reason}. {fix}")
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def _load_splits(path, mtime_ns, size):
+    """The splits of the file at `path` (mtime and size key the cache), read once."""
+    del mtime_ns, size
+    arrays = _read_mnist_npz(path)
+    x_train = arrays["x_train"].reshape(-1, NUM_PIXELS)
+    raw = {
+        "train": x_train[:NUM_TRAIN],
+        "validation": x_train[NUM_TRAIN:],
+        "test": arrays["x_test"].reshape(-1, NUM_PIXELS),
+    }
+    splits = {}
+    for split, intensities in raw.items():
+        grey = intensities.astype(np.float32) / np.float32(255)
+        grey.flags.writeable = False
+        splits[split] = grey
+    return splits
+
+
+def _read_mnist_npz(path):
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a valid .npz file (it is not a zip archive). {_LAYOUT}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as error:
+        raise ValueError(f"{path} is not a valid .npz file ({error}). {_LAYOUT}") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is not a valid .npz file (it holds no named arrays). {_LAYOUT}")
+    arrays = {}
+    with archive:
+        for name, shape in _EXPECTED_ARRAYS.items():
+            if name not in archive.files:
+                raise ValueError(
+                    f"The MNIST file {path} has no array `{name}`. {_LAYOUT} "
+                    f"Received: arrays {sorted(archive.files)}."
+                )
+            try:
+                array = archive[name]
+            except _READ_ERRORS as error:
+                raise ValueError(
+                    f"Array `{name}` of the MNIST file {path} cannot be read ({error})."
+                ) from error
+            if array.shape != shape or array.dtype != np.uint8:
+                raise ValueError(
+                    f"Array `{name}` of the MNIST file {path} must have shape {shape} and dtype "
+                    f"uint8. Received: shape={array.shape}, dtype={array.dtype}."
+                )
+            arrays[name] = array
+    return arrays
+
+
+def _check_choice(name, value, allowed):
+    if not isinstance(value, (str, type(None))) or value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
+
+
+def _check_bool(name, value, expected="a bool"):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def _check_seed(seed):
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
+
+
+def _check_dataset_args(binarize, batch_size, seed, drop_remainder):
+    _check_choice("binarize", binarize, BINARIZATIONS)
+    if (
+        isinstance(batch_size, (bool, np.bool_))
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
+    _check_seed(seed)
+    _check_bool("drop_remainder", drop_remainder)
