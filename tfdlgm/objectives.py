@@ -131,10 +131,9 @@ def get(identifier):
     """An `Objective` from a name (`"elbo"`, `"iwae"`), a config dict or an instance."""
     if isinstance(identifier, Objective):
         return identifier
-    if isinstance(identifier, str):
-        identifier = {"name": identifier}
-    if isinstance(identifier, dict) and identifier.get("name") in OBJECTIVES:
-        config = dict(identifier)
+    config = {"name": identifier} if isinstance(identifier, str) else identifier
+    if isinstance(config, dict) and config.get("name") in OBJECTIVES:
+        config = dict(config)
         return OBJECTIVES[config.pop("name")](**config)
     raise ValueError(
         f"`objective` must be one of {tuple(OBJECTIVES)}, a config dict with one of those "

@@ -1,0 +1,106 @@
+"""Bad input at every public entry point of the core: a ValueError naming the problem."""
+
+import numpy as np
+import pytest
+
+from tfdlgm.models import VAE, FactorAnalysis
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return VAE(latent_dim=2, hidden=(8,), data_dim=6, seed=0)
+
+
+GOOD = np.array([[0, 1, 0, 1, 1, 0]], "float32")
+
+BAD_DATA = [
+    (GOOD.astype("int32"), "must have a floating dtype"),
+    ((GOOD * 255).astype("uint8"), r"x.astype\('float32'\) / 255"),
+    (GOOD.astype(bool), "must have a floating dtype"),
+    (GOOD[0], r"must have shape \[batch, 6\]"),
+    (GOOD[:, :5], r"must have shape \[batch, 6\].*shape=\(1, 5\)"),
+    (GOOD.reshape(1, 2, 3), r"must have shape \[batch, 6\]"),
+    (np.zeros((0, 6), "float32"), "at least one example"),
+    (np.where(np.eye(1, 6, 2, dtype=bool), np.nan, GOOD).astype("float32"), "must be finite.*nan"),
+    (np.where(np.eye(1, 6, 2, dtype=bool), np.inf, GOOD).astype("float32"), "must be finite.*inf"),
+    (GOOD * 0.5, r"binary values \(0 or 1\).*1 values outside|binary values"),
+    (GOOD - 1.0, "binary values"),
+    ("not an array", "must be an array of numbers"),
+    (None, "must be an array of numbers"),
+]
+
+
+def _calls(model):
+    return {
+        "elbo": lambda x: model.elbo(x),
+        "iwae_bound": lambda x: model.iwae_bound(x, 3),
+        "log_likelihood": lambda x: model.log_likelihood(x, 3),
+        "reconstruct": lambda x: model.reconstruct(x),
+        "encode": lambda x: model.encode(x),
+    }
+
+
+@pytest.mark.parametrize("entry", ["elbo", "iwae_bound", "log_likelihood", "reconstruct", "encode"])
+@pytest.mark.parametrize("bad, message", BAD_DATA, ids=[str(i) for i in range(len(BAD_DATA))])
+def test_bad_data_raises_a_clear_error(vae, entry, bad, message):
+    with pytest.raises(ValueError, match=message):
+        _calls(vae)[entry](bad)
+
+
+def test_fit_validates_array_data(vae):
+    vae.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="binary values"):
+        vae.fit(GOOD * 0.5, epochs=1, verbose=0)
+
+
+def test_float64_is_accepted_as_the_models_float():
+    model = VAE(latent_dim=2, hidden=(8,), data_dim=6, seed=0)
+    np.testing.assert_array_equal(
+        model.elbo(GOOD.astype("float64"), seed=1), model.elbo(GOOD, seed=1)
+    )
+
+
+def test_real_valued_models_accept_any_finite_value():
+    model = FactorAnalysis(latent_dim=1, data_dim=6)
+    assert np.isfinite(model.elbo(GOOD * 3.7 - 100.0)).all()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda m: m.iwae_bound(GOOD, 0),
+            r"`num_samples` must be a positive int \(>= 1\). Received: num_samples=0",
+        ),
+        (lambda m: m.log_likelihood(GOOD, num_samples=-5), "Received: num_samples=-5"),
+        (lambda m: m.log_likelihood(GOOD, num_samples=2.5), "Received: num_samples=2.5"),
+        (lambda m: m.elbo(GOOD, num_samples=True), "Received: num_samples=True"),
+        (lambda m: m.elbo(GOOD, batch_size=0), "`batch_size` must be a positive int"),
+        (lambda m: m.sample(-1), "Received: num_examples=-1"),
+        (lambda m: m.sample(0), "Received: num_examples=0"),
+        (lambda m: m.sample("3"), "Received: num_examples='3'"),
+        (lambda m: m.sample(3, seed=-1), "`seed` must be None or a non-negative int"),
+        (lambda m: m.elbo(GOOD, seed="x"), "`seed` must be None or a non-negative int"),
+    ],
+)
+def test_bad_sizes_and_seeds(vae, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(vae)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"latent_dim": 0}, r"`latent_dims` must be a non-empty tuple of positive ints"),
+        ({"data_dim": 0}, "`data_dim` must be a positive int"),
+        ({"likelihood": "poisson"}, "`likelihood` must be one of .*Received: likelihood='poisson'"),
+        ({"covariance": "full"}, "`covariance` must be one of .*Received: covariance='full'"),
+        ({"objective": "wake"}, "`objective` must be one of .*Received: objective='wake'"),
+        ({"objective": {"name": "iwae", "num_samples": 0}}, "`num_samples` must be a positive int"),
+        ({"hidden": (8, -1)}, "`units` must be a tuple of positive ints"),
+        ({"seed": -3}, "`seed` must be None or a non-negative int"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(**{"latent_dim": 2, "hidden": (8,), "data_dim": 6, **kwargs})
