@@ -187,3 +187,17 @@ def test_factories_reject_unknown_names():
         DiagonalGaussian(0)
     with pytest.raises(ValueError, match="`scale` must be one of"):
         GaussianObservation(3, scale="global")
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "rank_one"])
+def test_analytic_kl_matches_its_monte_carlo_estimate(rank_one, kind):
+    dist = rank_one[0]
+    if kind == "diagonal":
+        dist = diagonal_normal(dist.loc, np.sqrt(_np(dist.covariance_diag())))
+    prior = standard_normal(5)
+    z = dist.sample(200_000, seed=_seed(11))
+    monte_carlo = _np(dist.log_prob(z) - prior.log_prob(z))
+    standard_error = monte_carlo.std() / np.sqrt(len(monte_carlo))
+    np.testing.assert_allclose(
+        _np(tfd.kl_divergence(dist, prior)), monte_carlo.mean(), atol=4 * standard_error
+    )
