@@ -1,7 +1,17 @@
 """tfdlgm: deep latent Gaussian models as Keras 3 models with TensorFlow Probability latents."""
 
-from tfdlgm import backend, datasets, distributions, models, objectives
+from tfdlgm import backend, callbacks, datasets, distributions, impute, models, objectives, zoo
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "datasets", "distributions", "models", "objectives", "__version__"]
+__all__ = [
+    "backend",
+    "callbacks",
+    "datasets",
+    "distributions",
+    "impute",
+    "models",
+    "objectives",
+    "zoo",
+    "__version__",
+]

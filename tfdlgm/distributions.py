@@ -45,6 +45,31 @@ def diagonal_normal(loc, scale):
     return tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
 
 
+def precision_weighted_merge(likelihood_term, prior_term):
+    """The normalised product of two diagonal Gaussians (Sønderby et al. 2016, eq. 17-18).
+
+    ```none
+    sigma_q^2 = 1 / (sigma_hat^-2 + sigma_p^-2)
+    mu_q      = (mu_hat sigma_hat^-2 + mu_p sigma_p^-2) sigma_q^2
+    N(z; mu_q, sigma_q^2) = N(z; mu_hat, sigma_hat^2) N(z; mu_p, sigma_p^2)
+                            / N(mu_hat; mu_p, sigma_hat^2 + sigma_p^2)
+    ```
+
+    Args:
+        likelihood_term: diagonal Gaussian (mu_hat, sigma_hat) from the bottom-up pass.
+        prior_term: diagonal Gaussian (mu_p, sigma_p) from the top-down pass.
+
+    Returns:
+        `Independent(Normal)` q, batch shape the broadcast of the two.
+    """
+    hat, prior = likelihood_term.distribution, prior_term.distribution
+    precision_hat = 1.0 / ops.square(hat.scale)
+    precision_prior = 1.0 / ops.square(prior.scale)
+    variance = 1.0 / (precision_hat + precision_prior)
+    loc = (hat.loc * precision_hat + prior.loc * precision_prior) * variance
+    return diagonal_normal(loc, ops.sqrt(variance))
+
+
 class RankOnePrecisionNormal(tfd.MultivariateNormalLinearOperator):
     """Gaussian whose precision is diagonal plus rank one (Rezende et al. 2014, eq. 15-16).
 

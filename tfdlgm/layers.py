@@ -1,6 +1,10 @@
 """Deterministic building blocks shared by the models."""
 
 import keras
+from keras import ops
+
+# Activations by the name the papers use where Keras' default differs.
+_ACTIVATIONS = {"leaky_relu": lambda x: ops.leaky_relu(x, negative_slope=0.1)}
 
 
 @keras.saving.register_keras_serializable(package="tfdlgm")
@@ -9,7 +13,8 @@ class MLP(keras.layers.Layer):
 
     Args:
         units: tuple of positive ints, the width of each layer; `()` is the identity.
-        activation: str, a Keras activation name. Defaults to `"tanh"`.
+        activation: str, a Keras activation name; `"leaky_relu"` has slope 0.1 (Sønderby
+            et al. 2016; Keras' own default is 0.2). Defaults to `"tanh"`.
         batch_norm: bool, batch normalisation before each activation (Sønderby et al.
             2016). Defaults to `False`.
 
@@ -32,7 +37,7 @@ class MLP(keras.layers.Layer):
             if self.batch_norm
             else []
         )
-        self.activation_fn = keras.activations.get(activation)
+        self.activation_fn = _ACTIVATIONS.get(activation) or keras.activations.get(activation)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -40,7 +45,7 @@ class MLP(keras.layers.Layer):
             dense.build(shape)
             shape = shape[:-1] + (dense.units,)
             if self.batch_norm:
-                self.norms[i].build(shape)
+                self.norms[i].build((None, dense.units))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units[-1],) if self.units else tuple(input_shape)
@@ -50,7 +55,9 @@ class MLP(keras.layers.Layer):
         for i, dense in enumerate(self.dense):
             h = dense(h)
             if self.batch_norm:
-                h = self.norms[i](h, training=training)
+                # Statistics over every leading axis: [batch, H] and [samples, batch, H] alike.
+                flat = self.norms[i](ops.reshape(h, (-1, dense.units)), training=training)
+                h = ops.reshape(flat, ops.shape(h))
             h = self.activation_fn(h)
         return h
 

@@ -10,6 +10,12 @@ ELBO      = E_q[log p(x | z)] - sum_l KL[q(z_l | .) || p(z_l | z_l+1)]          
 L_k       = E[log (1/k) sum_s w_s]                                   (Burda et al. eq. 8)
 ELBO = L_1 <= L_k <= L_k' <= log p(x)   for k <= k'                (Burda et al. thm. 1)
 ```
+
+Objectives: `ELBO` and `ImportanceWeighted` (reparameterised gradients), and the two baselines
+Rezende et al. (2014) compare against: `WakeSleep` (Hinton et al. 1995) and `ScoreFunction`
+(REINFORCE with an optional running-mean control variate). The last two score the model at
+latents other than the trace's (`LatentModel.joint_log_prob`, `posterior_log_prob`, `dream`),
+so `Objective.loss` receives the model.
 """
 
 from keras import ops
@@ -68,7 +74,14 @@ def iwae_bound(trace, x):
 
 
 class Objective:
-    """A training objective: `loss(trace, x, terms, kl_weight)` is a per-example surrogate.
+    """A training objective: `loss(trace, x, terms, kl_weight, model, training)` is a
+    per-example surrogate loss, `[B]`.
+
+    `LatentModel.call` passes the inference pass `trace` over the batch `x`, its ELBO `terms`
+    (`elbo_terms`), the KL warm-up weight, the model itself (for objectives that score the
+    model at other latents or dream from it) and whether this is a training step. An
+    objective with state (e.g. a running baseline) creates its variables on the model in
+    `build(model)`, which `LatentModel.__init__` calls; such an objective belongs to one model.
 
     Attributes:
         num_samples: int, samples of the latents per example in each training step.
@@ -83,7 +96,10 @@ class Objective:
             )
         self.num_samples = num_samples
 
-    def loss(self, trace, x, terms, kl_weight):
+    def build(self, model):
+        """Creates the objective's variables on `model`, if it has any. Defaults to none."""
+
+    def loss(self, trace, x, terms, kl_weight, model=None, training=False):
         raise NotImplementedError
 
     def get_config(self):
@@ -104,7 +120,7 @@ class ELBO(Objective):
 
     name = "elbo"
 
-    def loss(self, trace, x, terms, kl_weight):
+    def loss(self, trace, x, terms, kl_weight, model=None, training=False):
         return -(terms["reconstruction"] - kl_weight * sum(terms["kl"]))
 
 
@@ -120,15 +136,186 @@ class ImportanceWeighted(Objective):
     def __init__(self, num_samples=5):
         super().__init__(num_samples)
 
-    def loss(self, trace, x, terms, kl_weight):
+    def loss(self, trace, x, terms, kl_weight, model=None, training=False):
         return -log_mean_exp(log_importance_weights(trace, x, kl_weight), axis=0)
 
 
-OBJECTIVES = {cls.name: cls for cls in (ELBO, ImportanceWeighted)}
+def posterior_log_prob(trace, latents):
+    """log q(z | x) = sum_l log q(z_l | x) at given latents under the trace's posteriors.
+
+    Scores latents other than the trace's own samples, e.g. `stop_gradient` of them, so the
+    result carries gradients to the recognition weights only through q's parameters. It
+    needs posteriors that depend on x alone (batch shape `[B]`: VAE, DLGM, factor
+    analysis); a posterior that depends on samples of other layers would be scored at the
+    wrong condition, so that raises.
+
+    Args:
+        trace: `Trace` over a batch `[B, D]`.
+        latents: list of `[..., B, K_l]` tensors, bottom layer first.
+
+    Returns:
+        `[..., B]`.
+    """
+    total = 0.0
+    for i, (layer, z) in enumerate(zip(trace.latents, latents, strict=True)):
+        if len(layer.posterior.batch_shape) != 1:
+            raise NotImplementedError(
+                f"q(z_{i + 1} | .) depends on samples of other layers (batch shape "
+                f"{layer.posterior.batch_shape}), so it cannot be scored at given latents "
+                "from the trace. Override `posterior_log_prob` in the model."
+            )
+        total = total + layer.posterior.log_prob(z)
+    return total
+
+
+def _stop_gradients(latents):
+    return [ops.stop_gradient(z) for z in latents]
+
+
+class WakeSleep(Objective):
+    """The wake-sleep algorithm (Hinton et al. 1995), a baseline of Rezende et al. (sec. 6).
+
+    One surrogate loss per example whose two terms touch disjoint sets of weights, so one
+    optimiser step is a simultaneous wake and sleep update:
+
+    ```none
+    wake  = -(1/S) sum_s log p(x, z_s)     z_s = sg(sample of q(z | x))     generative weights
+    sleep = -log q(z' | x')                (z', x') = sg(dream),  z' ~ p(z),  x' ~ p(x | z')
+                                                                             recognition weights
+    loss  = wake + sleep,   one dream per example of the batch
+    ```
+
+    where `sg` is `stop_gradient`. The wake phase fits p to the recognition model's
+    explanations of the data; the sleep phase fits q to the generative model's own
+    "dreams", minimising KL[p(z | x') || q(z | x')] averaged over dreams rather than the
+    ELBO's KL[q || p]. It needs a model with `joint_log_prob`, `dream` and
+    `posterior_log_prob` (every `LatentModel` with N(0, I) priors has them). The KL warm-up
+    weight is ignored.
+    """
+
+    name = "wake_sleep"
+
+    def wake_loss(self, trace, x, model, training=False):
+        """-(1/S) sum_s log p(x, sg(z_s)), `[B]`: gradients to generative weights only."""
+        latents = _stop_gradients(layer.sample for layer in trace.latents)
+        return -ops.mean(model.joint_log_prob(x, latents, training=training), axis=0)
+
+    def sleep_loss(self, model, num_examples, training=False):
+        """-log q(z' | x') on `num_examples` dreams, `[num_examples]`: recognition weights only."""
+        latents, x = model.dream(num_examples, model.seed_generator)
+        x = ops.stop_gradient(x)
+        return -model.posterior_log_prob(x, _stop_gradients(latents), training=training)
+
+    def loss(self, trace, x, terms, kl_weight, model=None, training=False):
+        return self.wake_loss(trace, x, model, training) + self.sleep_loss(
+            model, ops.shape(x)[0], training
+        )
+
+
+class ScoreFunction(Objective):
+    """Negative ELBO through the score-function (REINFORCE) estimator (Williams 1992),
+    optionally with a running-mean baseline as control variate (Mnih & Gregor 2014, sec.
+    3.1): the estimator the reparameterised one of Rezende et al. (sec. 3, eq. 6-9) beats.
+
+    z is sampled from q with no path derivative; the surrogate's gradient is
+
+    ```none
+    f(z)      = log p(x, z) - log q(z | x)          evaluated at z = sg(z_s),  z_s ~ q(z | x)
+    grad      = (1/S) sum_s [(f(z_s) - b) grad log q(z_s | x) + grad f(z_s)]
+    surrogate = -(1/S) sum_s [sg(f_s - b) (log q_s - sg(log q_s)) + f_s]
+    ```
+
+    so the surrogate's value is the negative ELBO estimate and its expected gradient that of
+    the ELBO, for any b independent of z_s. With `control_variate=True`, b is a scalar running
+    mean of f over training batches, held in two non-trainable variables of the model
+    (`score_baseline`, `score_baseline_steps`) and updated after each training step's use
+    (never in evaluation):
+
+    ```none
+    b_t = b_{t-1} + max(1 - decay, 1/t) (mean_batch,s f - b_{t-1})
+    ```
+
+    i.e. the plain mean of the first 1 / (1 - decay) batches, then an exponential moving
+    average. With `control_variate=False`, b = 0: the plain estimator. The KL warm-up weight
+    is ignored.
+
+    Args:
+        num_samples: int, samples S per example. Defaults to `1`.
+        control_variate: bool, use the running-mean baseline. Defaults to `True`.
+        decay: float in [0, 1), the moving average's decay. Defaults to `0.9`.
+    """
+
+    name = "score_function"
+
+    def __init__(self, num_samples=1, control_variate=True, decay=0.9):
+        super().__init__(num_samples)
+        if not isinstance(control_variate, bool):
+            raise ValueError(
+                f"`control_variate` must be a bool. Received: control_variate={control_variate!r}"
+            )
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ValueError(f"`decay` must be a float in [0, 1). Received: decay={decay!r}")
+        self.control_variate = control_variate
+        self.decay = float(decay)
+        self.baseline = None
+        self._model = None
+
+    def build(self, model):
+        if not self.control_variate:
+            return
+        if self._model is not None and self._model is not model:
+            raise ValueError(
+                "A ScoreFunction objective with a control variate holds its baseline on one "
+                "model and cannot be shared. Pass each model its own objective, e.g. "
+                "objective={'name': 'score_function'}."
+            )
+        self._model = model
+        self.baseline = model.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="score_baseline"
+        )
+        self.baseline_steps = model.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="score_baseline_steps"
+        )
+
+    def loss(self, trace, x, terms, kl_weight, model=None, training=False):
+        latents = _stop_gradients(layer.sample for layer in trace.latents)
+        log_q = posterior_log_prob(trace, latents)  # [S, B], gradients to q's parameters
+        f = model.joint_log_prob(x, latents, training=training) - log_q  # [S, B]
+        signal = ops.stop_gradient(f)
+        if self.control_variate:
+            signal = signal - ops.convert_to_tensor(self.baseline)
+            if training:
+                self._update_baseline(ops.mean(ops.stop_gradient(f)))
+        score = signal * (log_q - ops.stop_gradient(log_q))
+        return -ops.mean(score + f, axis=0)
+
+    def _update_baseline(self, batch_mean):
+        steps = ops.convert_to_tensor(self.baseline_steps) + 1.0
+        baseline = ops.convert_to_tensor(self.baseline)
+        rate = ops.maximum(1.0 - self.decay, 1.0 / steps)
+        self.baseline.assign(baseline + rate * (batch_mean - baseline))
+        self.baseline_steps.assign(steps)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "control_variate": self.control_variate,
+            "decay": self.decay,
+        }
+
+    def __repr__(self):
+        return (
+            f"ScoreFunction(num_samples={self.num_samples}, "
+            f"control_variate={self.control_variate}, decay={self.decay})"
+        )
+
+
+OBJECTIVES = {cls.name: cls for cls in (ELBO, ImportanceWeighted, WakeSleep, ScoreFunction)}
 
 
 def get(identifier):
-    """An `Objective` from a name (`"elbo"`, `"iwae"`), a config dict or an instance."""
+    """An `Objective` from a name (`"elbo"`, `"iwae"`, `"wake_sleep"`, `"score_function"`), a
+    config dict or an instance."""
     if isinstance(identifier, Objective):
         return identifier
     config = {"name": identifier} if isinstance(identifier, str) else identifier

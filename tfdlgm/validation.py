@@ -90,3 +90,60 @@ def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False)
                 "use likelihood='gaussian'."
             )
     return array.astype(dtype, copy=False)
+
+
+def check_missing_data(x, mask, data_dim, support, dtype="float32"):
+    """Validates partly observed data and its mask for imputation.
+
+    `mask` marks the observed entries (True = observed, False = missing). The values of `x` at
+    missing entries are ignored: they may be NaN (the usual way to mark missing data), inf or
+    anything else. Observed entries must be finite and in the likelihood's support.
+
+    Args:
+        x: float array-like `[batch, data_dim]`.
+        mask: bool array-like of the shape of `x`, True where `x` is observed.
+        data_dim: int, the number of features the model has.
+        support: `"binary"` or `"real"`.
+        dtype: the float dtype of the returned data.
+
+    Returns:
+        `(x, data, mask)`: `x` as the caller's NumPy array (its own dtype, for copying observed
+        entries bit for bit), `data` of `dtype` with missing entries set to NaN, and `mask` as
+        a bool `np.ndarray`.
+
+    Raises:
+        ValueError: on a non-bool mask, a mask whose shape differs from `x`, a row with no
+            missing or no observed entry, NaN in an observed entry, or an `x` that
+            `check_data` rejects.
+    """
+    array = to_numpy(x, "x")
+    mask = to_numpy(mask, "mask")
+    if mask.dtype != np.bool_:
+        raise ValueError(
+            "`mask` must be a bool array, True where `x` is observed and False where it is "
+            f"missing (e.g. `~np.isnan(x)`). Received: mask with dtype={mask.dtype}"
+        )
+    if mask.shape != array.shape:
+        raise ValueError(
+            f"`mask` must have the shape of `x`, {array.shape}. Received: mask.shape={mask.shape}"
+        )
+    if mask.ndim == 2:  # any other rank: check_data rejects x below
+        for what, rows in (("missing (False)", mask.all(1)), ("observed (True)", ~mask.any(1))):
+            if rows.any():
+                raise ValueError(
+                    f"`mask` must have at least one {what} entry in every row. Received: "
+                    f"{int(rows.sum())} rows without one, e.g. row {int(np.argmax(rows))}"
+                )
+    nan_observed = mask & np.isnan(array) if np.issubdtype(array.dtype, np.floating) else None
+    if nan_observed is not None and nan_observed.any():
+        bad = tuple(int(i) for i in np.argwhere(nan_observed)[0])
+        raise ValueError(
+            "`x` must not hold NaN in observed entries (NaN marks a missing entry: set `mask` "
+            f"to False there). Received: NaN at index {bad}, where mask is True"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        masked = np.where(mask, array, np.nan).astype(array.dtype, copy=False)
+    else:
+        masked = array  # check_data rejects the dtype with its hint
+    data = check_data(masked, data_dim, support, dtype, "x", allow_nan=True)
+    return array, data, mask

@@ -12,9 +12,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfdlgm import impute as imputation
 from tfdlgm import objectives, validation
 from tfdlgm.backend import StreamingLogMeanExp, tfp_seed
-from tfdlgm.distributions import OBSERVATIONS, observation_layer
+from tfdlgm.distributions import OBSERVATIONS, observation_layer, standard_normal
 
 # Rows of [samples x examples] pushed through the decoder at once by the bound estimators.
 _ROWS_PER_CHUNK = 50_000
@@ -27,22 +28,30 @@ class LatentModel(keras.Model):
 
     - `infer(x, num_samples, seed_generator, training)` -> `Trace` (see `tfdlgm.trace`);
     - `decode(latents, training)` -> p(x | latents) as a TFP distribution;
-    - `generate(num_examples, seed_generator)` -> p(x | z) for z drawn from the prior;
     - `build(input_shape=None)` building every sublayer.
+
+    `generate` (ancestral sampling), `dream` and `joint_log_prob` follow from `sample_prior`
+    and `decode`.
 
     Calling the model on a batch `x` `[B, D]` returns the per-example terms of its objective:
     a dict with `loss`, `elbo`, `reconstruction` and `kl_1 ... kl_L` (each `[B]`, in nats).
     `compile(optimizer=...)` needs no loss: the objective is a model argument.
+
+    A model whose latent layers are independent N(0, I) a priori sets the class attribute
+    `standard_normal_prior = True`, which gives it `sample_prior`, `dream` and
+    `joint_log_prob` (used by the wake-sleep and score-function objectives).
 
     Args:
         latent_dims: tuple of positive ints, the size of each stochastic layer, bottom first.
         data_dim: int, the number of observed features. Defaults to `784` (MNIST).
         likelihood: `"bernoulli"`, `"gaussian"` (one learned scale per feature) or
             `"gaussian_per_example"`. Defaults to `"bernoulli"`.
-        objective: `"elbo"`, `"iwae"`, an `objectives.Objective` or its config. Defaults to
-            `"elbo"`.
+        objective: `"elbo"`, `"iwae"`, `"wake_sleep"`, `"score_function"`, an
+            `objectives.Objective` or its config. Defaults to `"elbo"`.
         seed: int or None, seeds the model's own random stream.
     """
+
+    standard_normal_prior = False
 
     def __init__(
         self,
@@ -77,6 +86,7 @@ class LatentModel(keras.Model):
         self.kl_weight = self.add_weight(
             shape=(), initializer="ones", trainable=False, name="kl_weight"
         )
+        self.objective.build(self)
         self.elbo_tracker = keras.metrics.Mean(name="elbo")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_trackers = [keras.metrics.Mean(name=f"kl_{i + 1}") for i in range(len(latent_dims))]
@@ -90,7 +100,8 @@ class LatentModel(keras.Model):
         raise NotImplementedError
 
     def generate(self, num_examples, seed_generator):
-        raise NotImplementedError
+        """p(x | z) for z ~ p(z) drawn by `sample_prior`: one ancestral pass."""
+        return self.decode(_decoder_input(self.sample_prior(num_examples, seed_generator)))
 
     # -- Keras training --------------------------------------------------------------------
 
@@ -98,7 +109,14 @@ class LatentModel(keras.Model):
         trace = self.infer(x, self.objective.num_samples, self.seed_generator, training=training)
         terms = objectives.elbo_terms(trace, x)
         outputs = {
-            "loss": self.objective.loss(trace, x, terms, ops.convert_to_tensor(self.kl_weight)),
+            "loss": self.objective.loss(
+                trace,
+                x,
+                terms,
+                ops.convert_to_tensor(self.kl_weight),
+                model=self,
+                training=training,
+            ),
             "elbo": terms["elbo"],
             "reconstruction": terms["reconstruction"],
         }
@@ -120,7 +138,13 @@ class LatentModel(keras.Model):
         return self.get_metrics_result()
 
     def fit(self, x=None, *args, **kwargs):
-        """`keras.Model.fit`; array data is validated first (shape, dtype, support)."""
+        """`keras.Model.fit`; array data is validated first (shape, dtype, support).
+
+        Datasets (`tf.data`, `PyDataset` such as `tfdlgm.datasets.mnist`) shuffle themselves,
+        so `shuffle` defaults to `False` for them and `True` for arrays.
+        """
+        if not isinstance(x, np.ndarray):
+            kwargs.setdefault("shuffle", False)
         return super().fit(self._check_if_array(x), *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
@@ -237,7 +261,130 @@ class LatentModel(keras.Model):
         trace = self.infer(x, 1, self._seed_generator(seed))
         return ops.convert_to_numpy(trace.likelihood.mean()[0])
 
+    def active_units(self, x, threshold=0.01, num_samples=10, batch_size=1000, seed=None):
+        """Active latent units per layer (Burda et al. 2015, sec. 5.2).
+
+        ```none
+        A_u = Cov_x(E_q(z|x)[z_u]) > threshold      (threshold 0.01)
+        ```
+
+        E_q[z_u] is the posterior mean, averaged over `num_samples` draws of the other layers
+        where q(z_l | .) depends on them (hierarchical and ladder posteriors).
+
+        Returns:
+            list of ints, the number of active units of each layer, bottom first.
+        """
+        x = self._check_x(x)
+        generator = self._seed_generator(seed)
+        means = [[] for _ in self.latent_dims]
+        for batch in _batches(x, validation.check_positive_int(batch_size, "batch_size")):
+            trace = self.infer(batch, num_samples, generator)
+            for layer, out in zip(trace.latents, means):
+                mean = ops.convert_to_numpy(layer.posterior.mean())
+                out.append(mean.mean(axis=0) if mean.ndim == 3 else mean)  # [B, K_l]
+        return [int((np.concatenate(m).var(axis=0) > threshold).sum()) for m in means]
+
+    def impute(
+        self,
+        x,
+        mask,
+        method="pseudo_gibbs",
+        steps=100,
+        num_chains=1,
+        seed=None,
+        return_chain=False,
+    ):
+        """Draws the missing entries of `x` by a Markov chain (see `tfdlgm.impute.impute`).
+
+        ```none
+        "pseudo_gibbs" (Rezende et al. app. E):   xi ~ q(xi | v_o, v_m);  v_m ~ p(v_m | xi)
+        "metropolis_within_gibbs" (Mattei & Frellsen 2018): xi' ~ q(xi | v) accepted with
+            probability min(1, w(xi') / w(xi)), w = p(v, xi) / q(xi | v);  v_m ~ p(v_m | xi)
+        ```
+
+        Args:
+            x: float array `[batch, data_dim]`; missing entries may hold NaN.
+            mask: bool array like `x`, True = observed, False = missing.
+            method: `"pseudo_gibbs"` or `"metropolis_within_gibbs"` (exact target p(v_m | v_o)).
+            steps: int, sweeps of the chain. Defaults to `100`.
+            num_chains: int, chains per example; > 1 adds predictive means and variances.
+            seed: int or None.
+            return_chain: bool, keep every step's completion.
+
+        Returns:
+            `tfdlgm.impute.ImputationResult` (`completed`, `samples`, `mean`, `variance`,
+            `acceptance_rate`, `chain`); observed entries are those of `x`, bit for bit.
+        """
+        return imputation.impute(
+            self, x, mask, method, steps, num_chains, seed=seed, return_chain=return_chain
+        )
+
+    # -- densities at given latents (wake-sleep, score-function objectives) ----------------
+
+    def sample_prior(self, num_examples, seed_generator):
+        """z_l ~ p(z_l) = N(0, I) for each layer: a list of `[num_examples, K_l]`, bottom first.
+
+        The default for models whose latents are independent standard normals (those that set
+        `standard_normal_prior = True`: VAE, DLGM, factor analysis); a model with a learned or
+        hierarchical prior overrides it and `joint_log_prob`.
+        """
+        self._check_standard_normal_prior("sample_prior")
+        return [
+            standard_normal(k, self.compute_dtype).sample(
+                num_examples, seed=tfp_seed(seed_generator)
+            )
+            for k in self.latent_dims
+        ]
+
+    def dream(self, num_examples, seed_generator):
+        """Ancestral draws (z, x) ~ p(z) p(x | z): the sleep phase's dreams (Hinton et al. 1995).
+
+        Returns:
+            `(latents, x)`: a list of `[num_examples, K_l]` (bottom first) and
+            `[num_examples, data_dim]`.
+        """
+        latents = self.sample_prior(num_examples, seed_generator)
+        likelihood = self.decode(_decoder_input(latents))
+        return latents, likelihood.sample(seed=tfp_seed(seed_generator))
+
+    def joint_log_prob(self, x, latents, training=False):
+        """log p(x, z) = log p(x | z) + sum_l log p(z_l) at given latents, p(z_l) = N(0, I).
+
+        Args:
+            x: `[B, D]`.
+            latents: list of `[..., B, K_l]`, bottom first.
+
+        Returns:
+            `[..., B]`; gradients reach the generative weights (and the latents).
+        """
+        self._check_standard_normal_prior("joint_log_prob")
+        log_prob = self.decode(_decoder_input(latents), training=training).log_prob(x)
+        for k, z in zip(self.latent_dims, latents, strict=True):
+            log_prob = log_prob + standard_normal(k, self.compute_dtype).log_prob(z)
+        return log_prob
+
+    def posterior_log_prob(self, x, latents, training=False):
+        """log q(z | x) = sum_l log q(z_l | x) at given latents (`objectives.posterior_log_prob`).
+
+        Args:
+            x: `[B, D]`.
+            latents: list of `[..., B, K_l]`, bottom first.
+
+        Returns:
+            `[..., B]`; gradients reach the recognition weights (and the latents).
+        """
+        trace = self.infer(x, 1, self.seed_generator, training=training)
+        return objectives.posterior_log_prob(trace, latents)
+
     # -- helpers ---------------------------------------------------------------------------
+
+    def _check_standard_normal_prior(self, method):
+        if not self.standard_normal_prior:
+            raise NotImplementedError(
+                f"{type(self).__name__}.{method} is not defined: the default assumes every "
+                "latent layer has the prior N(0, I) (`standard_normal_prior = True`). Override "
+                "`sample_prior` and `joint_log_prob` for this model's prior."
+            )
 
     @property
     def support(self):
@@ -262,6 +409,11 @@ class LatentModel(keras.Model):
             "objective": self.objective.get_config(),
             "seed": self.seed,
         }
+
+
+def _decoder_input(latents):
+    """What `decode` takes: one tensor for a single latent layer, the list for several."""
+    return latents[0] if len(latents) == 1 else latents
 
 
 def _batches(x, batch_size):

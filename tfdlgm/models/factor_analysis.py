@@ -30,6 +30,8 @@ class FactorAnalysis(LatentModel):
         **kwargs: `LatentModel` arguments `objective`, `seed`.
     """
 
+    standard_normal_prior = True
+
     def __init__(self, latent_dim=2, data_dim=784, covariance="diagonal", **kwargs):
         super().__init__(
             latent_dims=(latent_dim,), data_dim=data_dim, likelihood="gaussian", **kwargs
@@ -51,10 +53,6 @@ class FactorAnalysis(LatentModel):
 
     def decode(self, latents, training=False):
         return self.observation(latents)
-
-    def generate(self, num_examples, seed_generator):
-        prior = standard_normal(self.latent_dim, self.compute_dtype)
-        return self.decode(prior.sample(num_examples, seed=tfp_seed(seed_generator)))
 
     # -- closed forms ----------------------------------------------------------------------
 

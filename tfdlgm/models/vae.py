@@ -38,6 +38,8 @@ class VAE(LatentModel):
     ```
     """
 
+    standard_normal_prior = True
+
     def __init__(
         self, latent_dim=50, hidden=(200, 200), activation="tanh", covariance="diagonal", **kwargs
     ):
@@ -65,10 +67,6 @@ class VAE(LatentModel):
 
     def decode(self, latents, training=False):
         return self.observation(self.decoder(latents, training=training))
-
-    def generate(self, num_examples, seed_generator):
-        prior = standard_normal(self.latent_dim, self.compute_dtype)
-        return self.decode(prior.sample(num_examples, seed=tfp_seed(seed_generator)))
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,199 @@
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+
+from tfdlgm.callbacks import KLWarmUp, LatentDiagnostics, TensorBoard
+from tfdlgm.models import VAE, LadderVAE
+
+
+@pytest.fixture
+def binary_data(rng):
+    probs = rng.uniform(0.05, 0.95, size=(1, 20))
+    return (rng.uniform(size=(128, 20)) < probs).astype("float32")
+
+
+def _summaries(logdir, plugin):
+    """`{run/tag: [value per step]}` of one plugin's summaries, read back with TensorBoard's
+    own reader; a value is the NumPy array of the summary's tensor."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    found = {}
+    for run in ("train", "validation"):
+        acc = event_accumulator.EventAccumulator(str(logdir / run), size_guidance={"tensors": 0})
+        acc.Reload()
+        for tag in acc.Tags()["tensors"]:
+            if acc.SummaryMetadata(tag).plugin_data.plugin_name == plugin:
+                found[f"{run}/{tag}"] = [
+                    tensor_util.make_ndarray(event.tensor_proto) for event in acc.Tensors(tag)
+                ]
+    return found
+
+
+def _scalars(logdir):
+    """Every scalar in the event files, read back with TensorBoard's own reader."""
+    return {
+        tag: [float(value) for value in values]
+        for tag, values in _summaries(logdir, "scalars").items()
+    }
+
+
+def test_diagnostics_reach_tensorboard_per_layer(binary_data, tmp_path):
+    pytest.importorskip("tensorflow")  # Keras' TensorBoard callback writes with tf.summary
+    model = LadderVAE(latent_dims=(4, 2), hidden=(16, 8), data_dim=20, seed=0)
+    model.compile(optimizer="adam")
+    model.fit(
+        binary_data,
+        batch_size=64,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            KLWarmUp(2),
+            LatentDiagnostics(binary_data[:64], num_samples=5),
+            keras.callbacks.TensorBoard(tmp_path),
+        ],
+    )
+    scalars = _scalars(tmp_path)
+    for tag in ("active_units_1", "active_units_2", "kl_weight", "kl_1", "kl_2", "elbo"):
+        assert len(scalars[f"train/epoch_{tag}"]) == 2, tag
+    assert scalars["train/epoch_kl_weight"] == [0.0, 0.5]
+    assert all(0 <= n <= 4 for n in scalars["train/epoch_active_units_1"])
+    for tag in ("kl_1", "kl_2", "elbo", "L_5"):
+        assert len(scalars[f"validation/epoch_{tag}"]) == 2, tag
+
+
+def test_active_units_follow_burdas_criterion(binary_data):
+    model = LadderVAE(latent_dims=(4, 2), hidden=(16, 8), data_dim=20, seed=0)
+    # A posterior mean that ignores x has no active unit: zero the bottom-up mean weights.
+    for gaussian in model.bottom_up_gaussians:
+        gaussian.loc.kernel.assign(np.zeros(gaussian.loc.kernel.shape, "float32"))
+    assert model.active_units(binary_data)[1] == 0
+    assert model.active_units(binary_data, threshold=-1.0) == [4, 2]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="`epochs` must be a positive int"):
+        KLWarmUp(0)
+    with pytest.raises(ValueError, match=r"`start` must be in \[0, 1\)"):
+        KLWarmUp(3, start=1.0)
+    with pytest.raises(ValueError, match="`every` must be a positive int"):
+        LatentDiagnostics(np.zeros((2, 3)), every=0)
+
+
+def _train_with_tensorboard(data, logdir, epochs=2, warm_up=True, **kwargs):
+    model = VAE(latent_dim=3, hidden=(8,), data_dim=16, seed=0)  # 4 x 4 "images"
+    model.compile(optimizer="adam")
+    history = model.fit(
+        data,
+        batch_size=64,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[TensorBoard(logdir, x=data[:32], num_samples=5, num_images=4, **kwargs)]
+        + [KLWarmUp(4)] * warm_up,
+    )
+    return model, history
+
+
+def test_tensorboard_writes_diagnostics_images_and_beta(binary_data, tmp_path):
+    pytest.importorskip("tensorflow")
+    from PIL import Image
+
+    model, history = _train_with_tensorboard(binary_data[:, :16], tmp_path, epochs=3, every=2)
+    scalars = _scalars(tmp_path)
+    # KLWarmUp comes after TensorBoard: beta is still logged, read from the model.
+    assert scalars["train/epoch_kl_weight"] == [0.0, 0.25, 0.5]
+    assert scalars["train/epoch_elbo"] and len(scalars["train/epoch_kl_1"]) == 3
+    # Diagnostics every 2 epochs: only after the 2nd (step 1).
+    for tag in ("validation/epoch_kl_1", "validation/epoch_elbo", "validation/epoch_L_5"):
+        assert len(scalars[tag]) == 1, tag
+    assert 0 <= scalars["train/epoch_active_units_1"][0] <= 3
+    assert history.history["val_L_5"] == pytest.approx(scalars["validation/epoch_L_5"])
+    # The ELBO of the batch agrees with the model's own estimate (same model, same batch).
+    assert scalars["validation/epoch_elbo"][0] < 0
+    assert scalars["validation/epoch_L_5"][0] >= scalars["validation/epoch_elbo"][0] - 1.0
+    images = _summaries(tmp_path, "images")
+    assert set(images) == {"train/samples", "train/reconstructions"}
+    for tag, expected in (("train/samples", (14, 14)), ("train/reconstructions", (14, 26))):
+        (summary,) = images[tag]  # one step: epoch 2
+        width, height, png = int(summary[0]), int(summary[1]), summary[2]  # image plugin layout
+        picture = Image.open(io.BytesIO(png))
+        assert (height, width) == expected == picture.size[::-1], tag
+
+
+def test_tensorboard_leaves_beta_out_without_warm_up(binary_data, tmp_path):
+    pytest.importorskip("tensorflow")
+    _train_with_tensorboard(binary_data[:, :16], tmp_path, warm_up=False)
+    scalars = _scalars(tmp_path)
+    assert "train/epoch_kl_weight" not in scalars
+    assert len(scalars["validation/epoch_L_5"]) == 2
+
+
+def test_tensorboard_keeps_fits_validation_figures(binary_data, tmp_path):
+    """`fit(validation_data=...)` computes val_elbo on all of it; the batch must not replace it."""
+    pytest.importorskip("tensorflow")
+    model = VAE(latent_dim=2, hidden=(8,), data_dim=20, seed=0)  # 20 features: no images
+    model.compile(optimizer="adam")
+    callback = TensorBoard(tmp_path, x=binary_data[:4], num_samples=3)
+    callback.set_model(model)
+    logs = {"loss": 20.0, "val_elbo": 123.0}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_elbo"] == 123.0
+    assert {"val_L_3", "val_kl_1", "active_units_1"} <= set(logs)
+    assert "kl_weight" not in logs
+    assert _scalars(tmp_path)["validation/epoch_elbo"] == [123.0]
+    assert not _summaries(tmp_path, "images")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_serves_the_logs(binary_data, tmp_path):
+    """The real `tensorboard --logdir` serves the runs, scalars and images we wrote."""
+    pytest.importorskip("tensorflow")
+    _train_with_tensorboard(binary_data[:, :16], tmp_path)
+    binary = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    port = _free_port()
+    server = subprocess.Popen(
+        [binary, "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    base = f"http://127.0.0.1:{port}/data"
+    try:
+        deadline, scalars = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:
+            try:
+                scalars = _get_json(f"{base}/plugin/scalars/tags")
+                if {"train", "validation"} <= set(scalars):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert server.poll() is None, "tensorboard exited"
+            time.sleep(0.5)
+        assert {"train", "validation"} <= set(_get_json(f"{base}/runs"))
+        assert {"epoch_kl_weight", "epoch_active_units_1", "epoch_elbo"} <= set(scalars["train"])
+        assert {"epoch_L_5", "epoch_kl_1"} <= set(scalars["validation"])
+        images = _get_json(f"{base}/plugin/images/tags")
+        assert {"samples", "reconstructions"} <= set(images["train"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+from tfdlgm import images
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def test_flat_images_make_a_square_greyscale_grid(tmp_path):
+    path = images.save_grid(np.linspace(0, 1, 5 * 6).reshape(5, 6), tmp_path / "g.png", (2, 3))
+    with Image.open(path) as image:
+        assert image.mode == "L"
+        assert image.size == (2 * (3 * 5 + 2), 2 * (2 * 4 + 2))  # 3 columns, 2 rows
+        pixels = np.asarray(image)
+    np.testing.assert_array_equal(pixels[4:8:2, 4:10:2], [[0, 9, 18], [26, 35, 44]])
+
+
+def test_nan_pixels_are_drawn_in_colour(tmp_path):
+    grid = np.zeros((2, 1, 4))
+    grid[1, 0, 3] = np.nan
+    path = images.save_grid(grid, tmp_path / "g.png", image_shape=(2, 2), scale=1, padding=0)
+    with Image.open(path) as image:
+        pixels = np.asarray(image)
+    assert image.mode == "RGB" and pixels.shape == (4, 2, 3)
+    np.testing.assert_array_equal(pixels[3, 1], images.MISSING_RGB)
+    np.testing.assert_array_equal(pixels[3, 0], [0, 0, 0])
+
+
+def test_a_wrong_image_size_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"\[N, 784\].*Received: shape=\(2, 5, 7\)"):
+        images.save_grid(np.zeros((2, 5, 7)), tmp_path / "g.png")

@@ -1,0 +1,200 @@
+"""The zoo: shipped presets load, match their checksums and reproduce their card's figures."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tfdlgm
+from tfdlgm import zoo
+
+PRESETS = zoo.list()
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return zoo.load("vae-mnist")
+
+
+@pytest.fixture(scope="module")
+def test_slice(mnist_path):
+    """The first 100 test images, binarised once with seed 0 (what the cards report on)."""
+    return tfdlgm.datasets.mnist(
+        "test", binarize="fixed", seed=0, batch_size=100, path=mnist_path, as_numpy=True
+    )[0]
+
+
+@pytest.fixture
+def preset_copy(tmp_path):
+    folder = tmp_path / "vae-copy"
+    shutil.copytree(zoo.presets_dir() / "vae-mnist", folder)
+    return folder
+
+
+def test_the_zoo_ships_vae_mnist():
+    assert "vae-mnist" in PRESETS
+    assert PRESETS == sorted(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_file_matches_its_sha256_and_the_card_gives_the_recipe(name):
+    folder = zoo.presets_dir() / name
+    preset = json.loads((folder / "config.json").read_text())
+    assert set(preset["files"]) == {"model.weights.h5", "card.md"}
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "card.md",
+        "config.json",
+        "model.weights.h5",
+    ]
+    for file_name, record in preset["files"].items():
+        data = (folder / file_name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == record["sha256"]
+        assert len(data) == record["bytes"]
+    assert (folder / "model.weights.h5").stat().st_size < 10_000_000
+    card = zoo.card(name)
+    assert preset["recipe"]["command"] in card
+    assert f"{preset['figures']['log_likelihood']:.2f}" in card
+    for key in ("epochs", "batch_size", "optimizer", "wall_time_minutes", "device"):
+        assert key in preset["recipe"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_loads_compiled_and_samples_binary_images(name):
+    model = zoo.load(name)
+    assert model.optimizer is not None
+    samples = model.sample(5, seed=0)
+    assert samples.shape == (5, model.data_dim)
+    assert set(np.unique(samples)) <= {0.0, 1.0}
+    means = model.sample(5, seed=0, mean=True)
+    assert np.all((means > 0) & (means < 1))
+
+
+def test_vae_mnist_reproduces_the_figures_of_its_card_on_the_test_slice(vae, test_slice):
+    expected = zoo.config("vae-mnist")["figures"]["test_slice"]
+    out = vae(test_slice)
+    # Deterministic given x: the analytic KL and the posterior means.
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(out["kl_1"]).mean(), expected["kl"][0], rtol=1e-4
+    )
+    (posterior,) = vae.encode(test_slice)
+    np.testing.assert_allclose(
+        np.abs(keras.ops.convert_to_numpy(posterior.mean())).mean(),
+        expected["posterior_mean_abs"][0],
+        rtol=1e-4,
+    )
+    # Monte Carlo (10,000 draws; the backends' random streams differ): within 0.3 nats.
+    elbo = vae.elbo(test_slice, num_samples=100, seed=0).mean()
+    np.testing.assert_allclose(elbo, expected["elbo_100_samples_seed_0"], atol=0.3)
+    figures = zoo.config("vae-mnist")["figures"]
+    assert figures["elbo"] < figures["L_5"] < figures["L_50"] < figures["log_likelihood"] < 0
+
+
+def test_unknown_name_lists_the_presets_and_the_nearest():
+    with pytest.raises(ValueError, match=r"Unknown preset 'vae-mnst'.*Did you mean 'vae-mnist'"):
+        zoo.load("vae-mnst")
+    with pytest.raises(ValueError, match=r"Known presets: \[.*'vae-mnist'.*\]"):
+        zoo.card("no-such-model")
+
+
+@pytest.mark.parametrize("file_name", ["model.weights.h5", "card.md"])
+def test_a_flipped_byte_is_caught_before_loading(preset_copy, file_name):
+    path = preset_copy / file_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{file_name} is corrupted: its sha256 is"):
+        zoo.load(preset_copy)
+
+
+def test_a_truncated_weights_file_is_named(preset_copy):
+    path = preset_copy / "model.weights.h5"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model.weights.h5 is truncated: 1000 bytes, expected"):
+        zoo.load(preset_copy)
+
+
+@pytest.mark.parametrize(
+    "change", [{"latent_dim": 40}, {"hidden": [200]}], ids=["latent_dim", "hidden"]
+)
+def test_a_config_that_does_not_match_the_weights_is_named(preset_copy, change):
+    path = preset_copy / "config.json"
+    preset = json.loads(path.read_text())
+    preset["model"]["config"].update(change)
+    path.write_text(json.dumps(preset))
+    with pytest.raises(ValueError, match=r"config .*config.json does not match the weights"):
+        zoo.load(preset_copy)
+
+
+def test_an_unregistered_class_is_named(preset_copy):
+    path = preset_copy / "config.json"
+    preset = json.loads(path.read_text())
+    preset["model"]["class_name"] = "tfdlgm>NoSuchModel"
+    path.write_text(json.dumps(preset))
+    with pytest.raises(ValueError, match=r"'tfdlgm>NoSuchModel' is not a registered"):
+        zoo.load(preset_copy)
+
+
+def test_a_folder_path_loads_the_same_model(vae, preset_copy):
+    for name_or_path in (preset_copy, str(preset_copy)):
+        model = zoo.load(name_or_path, compile=False)
+        assert getattr(model, "optimizer", None) is None
+        for a, b in zip(model.get_weights(), vae.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="is not a preset folder: it has no config.json"):
+        zoo.load(preset_copy / "missing")
+
+
+def test_fit_fine_tunes_a_loaded_preset():
+    model = zoo.load("vae-mnist")
+    x = model.sample(64, seed=1)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_save_preset_round_trips_and_checks_its_output(tmp_path):
+    model = tfdlgm.models.VAE(latent_dim=2, hidden=(8,), data_dim=6, seed=0)
+    folder = zoo.save_preset(
+        model,
+        tmp_path / "tiny",
+        recipe={"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.01}}},
+        figures={"elbo": -1.0},
+        card_text="# tiny\n",
+    )
+    loaded = zoo.load(folder)
+    assert isinstance(loaded, tfdlgm.models.VAE) and loaded.latent_dim == 2
+    np.testing.assert_allclose(loaded.optimizer.learning_rate, 0.01)
+    x = np.eye(6, dtype="float32")
+    np.testing.assert_allclose(loaded.elbo(x, seed=3), model.elbo(x, seed=3), rtol=1e-6)
+    assert zoo.card(folder) == "# tiny\n"
+    with pytest.raises(ValueError, match="must name the `optimizer`"):
+        zoo.save_preset(model, tmp_path / "x", recipe={}, figures={}, card_text="")
+
+
+def test_loads_under_jax_without_the_mnist_file(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TFDLGM_MNIST"}
+    env.update(KERAS_BACKEND="jax", KERAS_HOME=str(tmp_path))  # an empty Keras cache
+    script = (
+        "import time, tfdlgm, keras\n"
+        "seconds = []\n"
+        "for _ in range(2):\n"
+        "    t = time.perf_counter(); m = tfdlgm.zoo.load('vae-mnist')\n"
+        "    seconds.append(time.perf_counter() - t)\n"
+        "print(keras.backend.backend(), m.sample(3, seed=0).shape, *seconds)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("jax (3, 784) "), line
+    first, second = (float(s) for s in line.split()[-2:])
+    # The first load in a process includes JAX compiling the variables' initialisers.
+    assert first < 15 and second < 2, f"zoo.load took {first:.2f} s, then {second:.2f} s"

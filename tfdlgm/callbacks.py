@@ -1,0 +1,174 @@
+"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard."""
+
+import math
+
+import keras
+import numpy as np
+
+from tfdlgm import images as images_module
+from tfdlgm import validation
+
+
+class KLWarmUp(keras.callbacks.Callback):
+    """KL warm-up (Sønderby et al. 2016, sec. 2.3; Bowman et al. 2016): the weight beta of
+    the KL term grows linearly from `start` to 1 over `epochs` epochs.
+
+    ```none
+    loss = -(E_q[log p(x | z)] - beta_e KL),    beta_e = min(1, start + (1 - start) e / N)
+    ```
+
+    beta is set at the start of each epoch e (0-based) from e alone, and lives in the
+    model's `kl_weight` variable, which checkpoints save. So a run resumed with
+    `fit(initial_epoch=e)` continues the schedule where it stopped.
+
+    Args:
+        epochs: int, N, epochs until beta reaches 1.
+        start: float in [0, 1), beta at epoch 0. Defaults to `0.0`.
+    """
+
+    def __init__(self, epochs, start=0.0):
+        super().__init__()
+        self.epochs = validation.check_positive_int(epochs, "epochs")
+        if not 0.0 <= start < 1.0:
+            raise ValueError(f"`start` must be in [0, 1). Received: start={start!r}")
+        self.start = float(start)
+
+    def beta(self, epoch):
+        """beta for the 0-based `epoch`."""
+        return min(1.0, self.start + (1.0 - self.start) * epoch / self.epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.kl_weight.assign(self.beta(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["kl_weight"] = float(keras.ops.convert_to_numpy(self.model.kl_weight))
+
+
+class LatentDiagnostics(keras.callbacks.Callback):
+    """Adds held-out diagnostics to the epoch logs every `every` epochs: active units and KL
+    per latent layer, the ELBO and L_k. Place it before `keras.callbacks.TensorBoard` in the
+    callback list and TensorBoard plots them (`active_units_1`, `val_kl_1`, `val_L_k`...).
+
+    Args:
+        x: float array `[n, data_dim]`, a held-out batch.
+        every: int, epochs between evaluations. Defaults to `1`.
+        num_samples: int, k of the L_k bound. Defaults to `50`.
+        seed: int, so that successive evaluations use the same noise. Defaults to `0`.
+    """
+
+    def __init__(self, x, every=1, num_samples=50, seed=0):
+        super().__init__()
+        self.x = np.asarray(x)
+        self.every = validation.check_positive_int(every, "every")
+        self.num_samples = validation.check_positive_int(num_samples, "num_samples")
+        self.seed = validation.check_seed(seed)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (epoch + 1) % self.every:
+            return
+        model = self.model
+        for i, count in enumerate(model.active_units(self.x, seed=self.seed)):
+            logs[f"active_units_{i + 1}"] = count
+        results = model.evaluate(self.x, verbose=0, return_dict=True)
+        for name, value in results.items():
+            if name.startswith("kl_") or name == "elbo":
+                logs[f"val_{name}"] = value
+        logs[f"val_L_{self.num_samples}"] = float(
+            model.iwae_bound(self.x, self.num_samples, seed=self.seed).mean()
+        )
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """`keras.callbacks.TensorBoard` with what a latent model's run needs to be read.
+
+    Every `every` epochs, on the held-out batch `x`, it adds to the epoch logs (and so to the
+    scalars TensorBoard plots, and to the `History`) the diagnostics of `LatentDiagnostics`:
+    `active_units_l` and `val_kl_l` for each latent layer l, `val_elbo` and `val_L_k`. Values
+    that `fit(validation_data=...)` already computed (`val_elbo`, `val_kl_l` on the whole
+    validation set) are kept; the batch fills in the rest. For image data (`data_dim` a perfect
+    square) it writes two image summaries to the `train` run: `samples`, a grid of
+    `num_images` draws of E[x | z], z ~ p(z), and `reconstructions`, two rows: the first
+    `num_images` held-out images above E[x | z], z ~ q(z | x). The warm-up weight beta is
+    logged as `kl_weight` once it has been below 1 in this run (by `KLWarmUp`, in whatever
+    order the callbacks come), so runs without warm-up show no flat line at 1.
+
+    Everything else (scalars, histograms, graphs, the log folder layout `log_dir/train`,
+    `log_dir/validation`) is Keras' own, and the images go through its writers. Like Keras'
+    callback it needs TensorFlow (for `tf.summary`), under either backend.
+
+    Args:
+        log_dir: str or path-like, the folder `tensorboard --logdir` reads. Defaults to
+            `"logs"`.
+        x: float array `[n, data_dim]` or None, the held-out batch. Without it only the
+            sample grid and beta are added. Defaults to `None`.
+        every: int, epochs between diagnostics and images. Defaults to `1`.
+        num_samples: int, k of the `val_L_k` bound. Defaults to `50`.
+        num_images: int, images per grid (reconstructions show at most this many of `x`).
+            Defaults to `16`.
+        seed: int, the same noise at every evaluation, so curves show the model changing.
+            Defaults to `0`.
+        **kwargs: the arguments of `keras.callbacks.TensorBoard` (`histogram_freq`...).
+
+    Example:
+
+    ```python
+    model.fit(train, epochs=100, callbacks=[
+        tfdlgm.callbacks.KLWarmUp(20),
+        tfdlgm.callbacks.TensorBoard("logs/vae", x=x_valid[:500], every=5),
+    ])
+    # tensorboard --logdir logs
+    ```
+    """
+
+    def __init__(
+        self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0, **kwargs
+    ):
+        super().__init__(log_dir=str(log_dir), **kwargs)
+        self.every = validation.check_positive_int(every, "every")
+        self.num_images = validation.check_positive_int(num_images, "num_images")
+        self.seed = validation.check_seed(seed)
+        self.diagnostics = (
+            None if x is None else LatentDiagnostics(x, every, num_samples, self.seed)
+        )
+        self._warm_up_seen = False
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.diagnostics is not None:
+            self.diagnostics.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._warm_up_seen = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {} if logs is None else logs
+        if self.diagnostics is not None:
+            extra = {}
+            self.diagnostics.on_epoch_end(epoch, extra)
+            for name, value in extra.items():
+                logs.setdefault(name, value)
+        kl_weight = getattr(self.model, "kl_weight", None)
+        if kl_weight is not None:
+            beta = float(keras.ops.convert_to_numpy(kl_weight))
+            self._warm_up_seen = self._warm_up_seen or beta < 1.0
+            if self._warm_up_seen:
+                logs.setdefault("kl_weight", beta)
+        super().on_epoch_end(epoch, logs)
+        if (epoch + 1) % self.every == 0:
+            self._log_images(epoch)
+
+    def _log_images(self, epoch):
+        side = math.isqrt(self.model.data_dim)
+        if side * side != self.model.data_dim:
+            return
+        shape = (side, side)
+        grids = {"samples": self.model.sample(self.num_images, seed=self.seed, mean=True)}
+        if self.diagnostics is not None:
+            x = self.diagnostics.x[: self.num_images]
+            grids["reconstructions"] = np.stack([x, self.model.reconstruct(x, seed=self.seed)])
+        with self._train_writer.as_default():
+            for name, images in grids.items():
+                self.summary.image(name, images_module.grid(images, shape)[None], step=epoch)
+        self._train_writer.flush()

@@ -1,0 +1,517 @@
+"""The `tfdlgm` command: one verb per job, the work done by the library.
+
+```bash
+tfdlgm zoo list                                  # the presets
+tfdlgm zoo card vae-mnist                        # a preset's card
+tfdlgm train --model vae --latent-dims 50 --hidden 200,200 --epochs 10 \\
+    --logdir logs/vae --checkpoint-dir checkpoints/vae --output vae.keras
+tfdlgm eval vae.keras --k 5000 --examples 1000   # the protocol table on the test split
+tfdlgm sample vae-mnist -n 64 -o samples.png
+tfdlgm impute vae.keras --mask bottom-half -o completed.png
+tfdlgm --backend jax train ...                   # any verb under JAX
+```
+
+`--backend` sets `KERAS_BACKEND` before Keras starts. Importing `tfdlgm` (which any entry point
+into this module does) already starts Keras with the default backend, so when `--backend`
+asks for another one the command starts itself again in a fresh interpreter with
+`KERAS_BACKEND` set; that costs one more interpreter start.
+
+Exit status: 0 on success, 1 when the command failed (a missing file, a file that is not a
+model, an unknown preset: one line on stderr, no traceback), 2 on a usage error (argparse's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import zipfile
+
+MODELS = ("dlgm", "vae", "lvae", "fa")
+BACKENDS = ("tensorflow", "jax")
+IMPUTATION_METHODS = ("pseudo_gibbs", "metropolis_within_gibbs")
+_RESTARTED = "_TFDLGM_CLI_RESTARTED"  # set in the environment of the restarted command
+
+
+class CommandError(Exception):
+    """A failure the user can fix: printed as one line on stderr, exit status 1 (or `status`)."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs `tfdlgm ARGV...`; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        _use_backend(args.backend, argv)
+        return args.run(args) or 0
+    except CommandError as error:
+        _print_error(args, error)
+        return error.status
+    except (ValueError, OSError) as error:  # the library's errors on bad input
+        _print_error(args, error)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb (no Keras import: it runs before `--backend` acts)."""
+    parser = argparse.ArgumentParser(
+        prog="tfdlgm",
+        description="Deep latent Gaussian models: train, evaluate, sample, impute.",
+        epilog="Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="Keras backend (sets KERAS_BACKEND); default: KERAS_BACKEND or Keras' config",
+    )
+    parser.set_defaults(command=None)
+    verbs = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    zoo = verbs.add_parser("zoo", help="the pretrained presets", description="The presets.")
+    zoo.set_defaults(command="zoo", run=lambda args: zoo.print_help(sys.stderr) or 2)
+    zoo_verbs = zoo.add_subparsers(title="commands", metavar="COMMAND")
+    listing = zoo_verbs.add_parser("list", help="list the presets", description="The presets.")
+    listing.set_defaults(command="zoo list", run=_zoo_list)
+    card = zoo_verbs.add_parser("card", help="print a preset's card", description="A card.")
+    card.add_argument("name", help="preset name (see `tfdlgm zoo list`) or folder")
+    card.set_defaults(command="zoo card", run=_zoo_card)
+
+    train = verbs.add_parser(
+        "train",
+        help="train a model on MNIST",
+        description="Trains a model on dynamically binarised MNIST with Keras' fit (a progress "
+        "bar per epoch), checkpointing every epoch; see tfdlgm.training.train.",
+    )
+    model = train.add_argument_group("model")
+    model.add_argument("--model", choices=MODELS, required=True, help="the model family")
+    model.add_argument(
+        "--latent-dims", type=_int_list, help="units per latent layer, bottom first: 50 or 64,32"
+    )
+    model.add_argument("--hidden", type=_int_list, help="hidden units, e.g. 200,200")
+    model.add_argument("--covariance", help="posterior covariance: diagonal or rank_one")
+    model.add_argument(
+        "--likelihood", help="bernoulli, gaussian or gaussian_per_example (not for fa)"
+    )
+    model.add_argument("--objective", choices=("elbo", "iwae"), default=None)
+    model.add_argument("--num-samples", type=_positive_int, help="k: samples per example")
+    model.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
+    fitting = train.add_argument_group("training")
+    fitting.add_argument("--epochs", type=_positive_int, required=True, help="epochs to reach")
+    fitting.add_argument("--batch-size", type=_positive_int, default=100, help="default: 100")
+    fitting.add_argument(
+        "--learning-rate", type=_positive_float, default=1e-3, help="Adam's; default: 1e-3"
+    )
+    fitting.add_argument("--warm-up", type=_positive_int, help="KL warm-up epochs")
+    fitting.add_argument(
+        "--train-examples", type=_positive_int, help="train on this prefix of the split"
+    )
+    fitting.add_argument(
+        "--validation-examples",
+        type=_non_negative_int,
+        default=1000,
+        help="validation images evaluated each epoch (0: none); default: 1000",
+    )
+    fitting.add_argument("--logdir", help="TensorBoard logs (tensorboard --logdir DIR)")
+    fitting.add_argument("--checkpoint-dir", help="checkpoint every epoch into this folder")
+    fitting.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    fitting.add_argument("--output", type=_keras_file, help="save the trained model (.keras)")
+    train.set_defaults(command="train", run=_train)
+
+    evaluate = verbs.add_parser(
+        "eval",
+        help="the evaluation protocol's table",
+        description="Prints ELBO, L_1, L_5, L_50, L_k, KL per layer and active units on the "
+        "first --examples images of an MNIST split, binarised once with seed 0.",
+    )
+    _add_model_argument(evaluate)
+    evaluate.add_argument("--k", type=_positive_int, default=5000, help="default: 5000")
+    evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test")
+    evaluate.add_argument("--examples", type=_positive_int, default=1000, help="default: 1000")
+    evaluate.add_argument(
+        "--k-examples", type=_positive_int, help="L_k on the first N only; default: --examples"
+    )
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
+    evaluate.set_defaults(command="eval", run=_eval)
+
+    sample = verbs.add_parser(
+        "sample",
+        help="a PNG grid of samples",
+        description="Writes a grid of samples x ~ p(x) (pixel probabilities E[x | z]).",
+    )
+    _add_model_argument(sample)
+    sample.add_argument("-n", type=_positive_int, default=64, help="samples; default: 64")
+    sample.add_argument("-o", "--output", required=True, help="the PNG file")
+    sample.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
+    sample.add_argument(
+        "--draws", action="store_true", help="draw binary x instead of pixel probabilities"
+    )
+    sample.set_defaults(command="sample", run=_sample)
+
+    impute = verbs.add_parser(
+        "impute",
+        help="complete masked test images",
+        description="Masks test images, completes them by a Markov chain and writes a PNG: "
+        "rows of originals, masked inputs (missing pixels in blue), completions.",
+    )
+    _add_model_argument(impute)
+    impute.add_argument(
+        "--mask", type=_mask, default="bottom-half", help="bottom-half or random:P (P missing)"
+    )
+    impute.add_argument("--method", choices=IMPUTATION_METHODS, default="pseudo_gibbs")
+    impute.add_argument("--steps", type=_positive_int, default=100, help="default: 100")
+    impute.add_argument("--examples", type=_positive_int, default=16, help="default: 16")
+    impute.add_argument("-o", "--output", required=True, help="the PNG file")
+    impute.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
+    impute.set_defaults(command="impute", run=_impute)
+
+    bench = verbs.add_parser(
+        "bench", help="run the benchmark suite", description="Runs benchmarks/run.py."
+    )
+    bench.add_argument("arguments", nargs=argparse.REMAINDER, help="passed to the suite")
+    bench.set_defaults(command="bench", run=_bench)
+    return parser
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
+def _zoo_list(args):
+    from tfdlgm import zoo
+
+    for name in zoo.list():
+        preset = zoo.config(name)
+        figure = preset["figures"].get("log_likelihood")
+        summary = f"L_5000 {figure:.2f}" if isinstance(figure, (int, float)) else ""
+        class_name = preset["model"]["class_name"].split(">")[-1]
+        print(f"{name:20} {class_name:12} {preset['parameters']:>10,} parameters  {summary}")
+
+
+def _zoo_card(args):
+    from tfdlgm import zoo
+
+    print(zoo.card(args.name))
+
+
+def _train(args):
+    import keras
+
+    from tfdlgm import datasets, training
+
+    if args.resume and args.checkpoint_dir is None:
+        raise CommandError("--resume needs --checkpoint-dir, the folder to resume from", 2)
+    keras.utils.set_random_seed(args.seed)
+    model = _build_model(args)
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    arrays = datasets.load_mnist_arrays()
+    x_train = arrays["train"][: args.train_examples]
+    train_data = datasets.NumpyBatches(
+        x_train, batch_size=args.batch_size, binarize="dynamic", seed=args.seed, shuffle=True
+    )
+    validation_data = None
+    if args.validation_examples:
+        validation_data = datasets.NumpyBatches(
+            arrays["validation"][: args.validation_examples],
+            batch_size=args.batch_size,
+            binarize="fixed",
+            seed=0,
+        )
+    print(
+        f"{type(model).__name__} ({model.count_params():,} parameters) on {len(x_train):,} "
+        f"MNIST images, backend {keras.backend.backend()}"
+    )
+    history = training.train(
+        model,
+        train_data,
+        epochs=args.epochs,
+        logdir=args.logdir,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        validation_data=validation_data,
+        warm_up_epochs=args.warm_up,
+    )
+    if args.output:
+        history.model.save(args.output)
+        print(f"Model written to {args.output}")
+
+
+def _eval(args):
+    from tfdlgm import zoo
+    from tfdlgm.evaluation import evaluate_protocol
+
+    model = _load_model(args.model)
+    x = _mnist_examples(model, args.split, args.examples)
+    print(f"Evaluating {args.model} on {len(x):,} {args.split} images (k = {args.k:,})...")
+    figures = evaluate_protocol(model, x, k=args.k, seed=args.seed, k_examples=args.k_examples)
+    card = zoo.config(args.model)["figures"] if args.model in zoo.list() else {}
+    names = [("ELBO", "elbo", "elbo")] + [
+        (f"L_{j}", f"L_{j}", "log_likelihood" if j == 5000 else f"L_{j}")
+        for j in sorted({1, 5, 50, args.k})
+    ]
+    print(f"{'figure':16} {'nats':>10} {'card':>10}   (card: the preset's full evaluation)")
+    for label, key, card_key in names:
+        note = f"   first {figures['k_examples']:,} images" if key == f"L_{args.k}" else ""
+        on_card = f"{card[card_key]:10.2f}" if card_key in card else f"{'':10}"
+        print(f"{label:16} {figures[key]:10.2f} {on_card}{note}")
+    for layer, (kl, active, units) in enumerate(
+        zip(figures["kl"], figures["active_units"], model.latent_dims, strict=True), start=1
+    ):
+        print(f"{f'KL layer {layer}':16} {kl:10.2f}   active units {active}/{units}")
+
+
+def _sample(args):
+    from tfdlgm import images
+
+    model = _load_model(args.model)
+    shape = _image_shape(model)
+    x = model.sample(args.n, seed=args.seed, mean=not args.draws)
+    _check_output_folder(args.output)
+    images.save_grid(x, args.output, image_shape=shape)
+    print(f"{args.n} samples written to {args.output}")
+
+
+def _impute(args):
+    import numpy as np
+
+    from tfdlgm import images
+    from tfdlgm import impute as imputation
+
+    model = _load_model(args.model)
+    shape = _image_shape(model)
+    x = _mnist_examples(model, "test", args.examples)
+    kind, missing_fraction = args.mask
+    if kind == "bottom-half":
+        mask = imputation.bottom_rows_mask(x.shape, rows=shape[0] // 2, image_shape=shape)
+    else:
+        mask = np.random.default_rng(args.seed).uniform(size=x.shape) >= missing_fraction
+    masked = np.where(mask, x, np.nan)
+    result = model.impute(masked, mask, method=args.method, steps=args.steps, seed=args.seed)
+    _check_output_folder(args.output)
+    images.save_grid(np.stack([x, masked, result.completed]), args.output, image_shape=shape)
+    rate = result.acceptance_rate
+    accepted = "" if rate is None else f", acceptance rate {rate:.2f}"
+    print(
+        f"{len(x)} test images completed ({args.method}, {args.steps} steps{accepted}); rows: "
+        f"original, masked, completed, written to {args.output}"
+    )
+
+
+def _bench(args):
+    suite = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    if not suite.is_file():
+        raise CommandError(
+            f"the benchmark suite is not installed yet ({suite} does not exist)", status=2
+        )
+    import runpy
+
+    sys.argv = [str(suite), *args.arguments]
+    runpy.run_path(str(suite), run_name="__main__")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _use_backend(backend, argv):
+    """Sets KERAS_BACKEND; restarts the command if Keras already runs another backend."""
+    if backend is None:
+        return
+    os.environ["KERAS_BACKEND"] = backend
+    keras = sys.modules.get("keras")
+    if keras is None or keras.backend.backend() == backend:
+        return
+    if os.environ.get(_RESTARTED):
+        raise CommandError(f"could not start Keras with the {backend} backend")
+    os.environ[_RESTARTED] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "tfdlgm.cli", *argv])
+
+
+def _build_model(args):
+    from tfdlgm import models
+
+    classes = {
+        "dlgm": models.DLGM,
+        "vae": models.VAE,
+        "lvae": models.LadderVAE,
+        "fa": models.FactorAnalysis,
+    }
+    not_for = {
+        "hidden": ("fa",),
+        "covariance": ("lvae",),
+        "likelihood": ("fa",),
+    }
+    options = {"seed": args.seed}
+    for option, families in not_for.items():
+        value = getattr(args, option)
+        if value is not None:
+            if args.model in families:
+                raise CommandError(f"--{option} does not apply to --model {args.model}", 2)
+            options[option] = value
+    if args.latent_dims is not None:
+        if args.model in ("vae", "fa"):
+            if len(args.latent_dims) != 1:
+                raise CommandError(
+                    f"--model {args.model} has one latent layer: --latent-dims takes one "
+                    f"number. Received: {','.join(map(str, args.latent_dims))}",
+                    2,
+                )
+            options["latent_dim"] = args.latent_dims[0]
+        else:
+            options["latent_dims"] = args.latent_dims
+    if args.objective is not None or args.num_samples is not None:
+        objective = {"name": args.objective or "elbo"}
+        if args.num_samples is not None:
+            objective["num_samples"] = args.num_samples
+        options["objective"] = objective
+    try:
+        return classes[args.model](**options)
+    except ValueError as error:
+        raise CommandError(str(error), 2) from error
+
+
+def _load_model(source):
+    """A `LatentModel` from a preset name, a preset folder or a `.keras` file."""
+    import keras
+
+    from tfdlgm import zoo
+    from tfdlgm.models import LatentModel
+
+    path = pathlib.Path(source).expanduser()
+    if path.is_file() or (path.suffix == ".keras" and not path.is_dir()):
+        if not path.is_file():
+            raise CommandError(f"{source}: no such file")
+        if not zipfile.is_zipfile(path):
+            raise CommandError(
+                f"{source} is not a model file: a .keras file is the zip archive model.save writes"
+            )
+        try:
+            model = keras.models.load_model(path)
+        except Exception as error:  # keras, zipfile, h5py and json all raise their own
+            raise CommandError(
+                f"{source} is not a Keras model file ({type(error).__name__}: {error})"
+            ) from error
+        if not isinstance(model, LatentModel):
+            raise CommandError(f"{source} holds a {type(model).__name__}, not a tfdlgm model")
+        return model
+    if os.sep in source and not path.exists():
+        raise CommandError(f"{source}: no such file or folder")
+    return zoo.load(source)
+
+
+def _mnist_examples(model, split, count):
+    from tfdlgm import datasets
+
+    if model.data_dim != datasets.NUM_PIXELS:
+        raise CommandError(
+            f"this command uses MNIST ({datasets.NUM_PIXELS} pixels); the model has "
+            f"data_dim={model.data_dim}"
+        )
+    batches = datasets.mnist(
+        split, binarize="fixed", seed=0, batch_size=count, shuffle=False, as_numpy=True
+    )
+    return batches[0]
+
+
+def _image_shape(model):
+    import math
+
+    side = math.isqrt(model.data_dim)
+    if side * side != model.data_dim:
+        raise CommandError(
+            f"images need a square number of features; the model has data_dim={model.data_dim}"
+        )
+    return (side, side)
+
+
+def _check_output_folder(path):
+    folder = pathlib.Path(path).parent
+    if not folder.is_dir():
+        raise CommandError(f"cannot write {path}: the folder {folder} does not exist")
+
+
+def _print_error(args, error):
+    message = " ".join(str(error).split())
+    print(f"tfdlgm {args.command}: error: {message}", file=sys.stderr)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative int, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _int_list(text):
+    try:
+        values = tuple(_positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        values = ()
+    if not values:
+        raise argparse.ArgumentTypeError(
+            f"must be positive ints separated by commas (e.g. 200,200), got {text!r}"
+        )
+    return values
+
+
+def _keras_file(text):
+    if not text.endswith(".keras"):
+        raise argparse.ArgumentTypeError(f"must be a .keras file name, got {text!r}")
+    return text
+
+
+def _mask(text):
+    if text == "bottom-half":
+        return ("bottom-half", 0.5)
+    kind, _, fraction = text.partition(":")
+    try:
+        missing = float(fraction)
+    except ValueError:
+        missing = -1.0
+    if kind != "random" or not 0 < missing < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be bottom-half or random:P with 0 < P < 1 the fraction missing, got {text!r}"
+        )
+    return ("random", missing)
+
+
+def _add_model_argument(parser):
+    parser.add_argument(
+        "model", metavar="NAME|PATH", help="a preset name, a preset folder or a .keras file"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

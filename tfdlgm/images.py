@@ -1,0 +1,89 @@
+"""Image grids as PNG files (and arrays, for TensorBoard), for benchmarks and model cards.
+
+Pillow is imported only when a grid is saved; it is a development dependency (the `dev` extra),
+not a runtime one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+# Missing pixels (NaN) are drawn in this colour, to tell them from grey levels.
+MISSING_RGB = (70, 110, 200)
+
+
+def save_grid(
+    images, path: str | os.PathLike, image_shape=(28, 28), scale: int = 2, padding: int = 2
+) -> str:
+    """Saves grey-level images as a PNG grid.
+
+    `[N, height * width]` images are laid out row by row, ceil(sqrt(N)) per grid row (64
+    samples give 8 x 8); `[rows, columns, height * width]` fixes the layout (e.g. one grid row
+    each for originals, masked inputs and completions). The PNG is greyscale ("L"), or RGB when
+    some pixel is NaN.
+
+    Args:
+        images: float array `[N, height * width]`, `[rows, columns, height * width]` or
+            `[rows, columns, height, width]` of grey levels in [0, 1] (1 = white); NaN marks a
+            missing pixel, drawn in `MISSING_RGB`.
+        path: str or path-like, the PNG file to write (its folder must exist).
+        image_shape: `(height, width)` of each image. Defaults to `(28, 28)`.
+        scale: int >= 1, each pixel becomes a `scale` x `scale` block. Defaults to `2`.
+        padding: int >= 0, black pixels between and around images. Defaults to `2`.
+
+    Returns:
+        The path written, as a str.
+    """
+    from PIL import Image  # a dev dependency: imported only here
+
+    canvas = grid(images, image_shape, scale, padding)
+    Image.fromarray(canvas if canvas.shape[-1] == 3 else canvas[..., 0]).save(os.fspath(path))
+    return os.fspath(path)
+
+
+def grid(images, image_shape=(28, 28), scale: int = 1, padding: int = 2) -> np.ndarray:
+    """Lays grey-level images out as one image: what `save_grid` writes, as an array.
+
+    Args:
+        images: as in `save_grid`.
+        image_shape: `(height, width)` of each image. Defaults to `(28, 28)`.
+        scale: int >= 1, each pixel becomes a `scale` x `scale` block. Defaults to `1`.
+        padding: int >= 0, black pixels between and around images. Defaults to `2`.
+
+    Returns:
+        uint8 `np.ndarray` `[H, W, 1]` (grey levels 0-255), or `[H, W, 3]` (RGB) when some
+        pixel is NaN.
+    """
+    images = np.asarray(images, dtype="float64")
+    height, width = (int(n) for n in image_shape)
+    original_shape = images.shape
+    if images.ndim == 2:
+        columns = math.ceil(math.sqrt(len(images)))
+        rows = math.ceil(len(images) / columns)
+        filler = np.zeros((rows * columns - len(images), images.shape[1]))
+        images = np.concatenate([images, filler]).reshape(rows, columns, -1)
+    if images.ndim == 3 and images.shape[2] == height * width:
+        images = images.reshape(images.shape[:2] + (height, width))
+    if images.ndim != 4 or images.shape[2:] != (height, width):
+        raise ValueError(
+            f"`images` must have shape [N, {height * width}], [rows, columns, {height * width}] "
+            f"or [rows, columns, {height}, {width}]. Received: shape={original_shape}"
+        )
+    rows, columns = images.shape[:2]
+    missing = np.isnan(images)
+    grey = np.round(255 * np.clip(np.nan_to_num(images), 0, 1)).astype("uint8")
+    tiles = grey[..., None]
+    if missing.any():
+        tiles = np.where(missing[..., None], np.array(MISSING_RGB, "uint8"), tiles)
+    step_y, step_x = height + padding, width + padding
+    canvas = np.zeros(
+        (rows * step_y + padding, columns * step_x + padding, tiles.shape[-1]), dtype="uint8"
+    )
+    for r in range(rows):
+        for c in range(columns):
+            y, x = padding + r * step_y, padding + c * step_x
+            canvas[y : y + height, x : x + width] = tiles[r, c]
+    return canvas.repeat(scale, axis=0).repeat(scale, axis=1)
