@@ -78,7 +78,7 @@ def test_active_units_follow_burdas_criterion(binary_data):
     for gaussian in model.bottom_up_gaussians:
         gaussian.loc.kernel.assign(np.zeros(gaussian.loc.kernel.shape, "float32"))
     assert model.active_units(binary_data)[1] == 0
-    assert model.active_units(binary_data, threshold=-1.0) == [4, 2]
+    assert model.active_units(binary_data, threshold=0.0) == [4, 0]
 
 
 def test_bad_arguments():

@@ -58,6 +58,8 @@ def test_rank_one_log_det_and_log_prob_match_dense_numpy(rank_one, rng):
     np.testing.assert_allclose(_np(dist.log_prob(x)), expected, rtol=1e-5)
     np.testing.assert_allclose(_np(dist.covariance()), covariance, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(_np(dist.covariance_diag()), np.diag(covariance), rtol=1e-5)
+    entropy = 0.5 * (5 * (1 + np.log(2 * np.pi)) + np.linalg.slogdet(covariance)[1])
+    np.testing.assert_allclose(_np(dist.entropy()), entropy, rtol=1e-5)
 
 
 def test_rank_one_is_linear_in_k_no_k_by_k_matrix():

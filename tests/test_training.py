@@ -1,11 +1,19 @@
 import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 
-from tfdlgm import training
+from tfdlgm import callbacks, training
 from tfdlgm.models import VAE
+
+KILLABLE_TRAIN = pathlib.Path(__file__).with_name("killable_train.py")
 
 
 @pytest.fixture
@@ -27,7 +35,8 @@ def test_resume_continues_epochs_and_warm_up(binary_data, tmp_path):
     assert first.epoch == [0, 1]
     assert first.history["kl_weight"] == [0.0, 0.25]
     assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 2
-    saved = [w.copy() for w in keras.models.load_model(tmp_path / "last.keras").get_weights()]
+    assert (tmp_path / "epoch-0002.keras").is_file()
+    saved = [w.copy() for w in training.latest_checkpoint(tmp_path)[0].get_weights()]
     second = training.train(
         _model(),
         binary_data,
@@ -40,6 +49,7 @@ def test_resume_continues_epochs_and_warm_up(binary_data, tmp_path):
     assert second.epoch == [2, 3]  # epochs 3 and 4 (1-based), not a fresh start
     assert second.history["kl_weight"] == [0.5, 0.75]
     assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 4
+    assert [p.name for p in tmp_path.glob("*.keras")] == ["epoch-0004.keras"]
     # It trained the checkpoint's model, with its optimizer state, not the fresh one passed.
     iterations = keras.ops.convert_to_numpy(second.model.optimizer.iterations)
     assert int(iterations) == 4 * 2  # 64 examples, 32 a batch
@@ -65,7 +75,7 @@ def test_resume_without_a_checkpoint_starts_from_the_model(binary_data, tmp_path
         model, binary_data, epochs=1, checkpoint_dir=tmp_path / "new", resume=True, verbose=0
     )
     assert history.epoch == [0] and history.model is model
-    assert (tmp_path / "new" / "last.keras").is_file()
+    assert (tmp_path / "new" / "epoch-0001.keras").is_file()
 
 
 def test_bad_arguments(binary_data, tmp_path):
@@ -76,5 +86,187 @@ def test_bad_arguments(binary_data, tmp_path):
     with pytest.raises(ValueError, match="`epochs` must be a positive int"):
         training.train(_model(), binary_data, epochs=0)
     (tmp_path / "state.json").write_text('{"epoch": 1}')
-    with pytest.raises(ValueError, match="cannot be resumed"):
+    with pytest.raises(ValueError, match="cannot be resumed.*is not a checkpoint state"):
         training.train(_model(), binary_data, epochs=2, checkpoint_dir=tmp_path, resume=True)
+
+
+def _variables(model):
+    """Every variable a resumed run depends on: weights, kl_weight, the seed state, Adam's."""
+    named = {v.path: keras.ops.convert_to_numpy(v) for v in model.variables}
+    named.update(
+        {f"optimizer/{v.path}": keras.ops.convert_to_numpy(v) for v in model.optimizer.variables}
+    )
+    return named
+
+
+def test_a_checkpoint_restores_the_random_stream_and_the_optimizer(binary_data, tmp_path):
+    history = training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    model = history.model
+    restored, epoch = training.latest_checkpoint(tmp_path)
+    assert epoch == 1
+    state = [v for v in restored.variables if "seed_generator_state" in v.path]
+    assert len(state) == 1  # the model's SeedGenerator state is a saved model variable
+    before, after = _variables(model), _variables(restored)
+    assert sorted(before) == sorted(after)
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    fresh = keras.ops.convert_to_numpy(_model().seed_generator.state)
+    assert not np.array_equal(keras.ops.convert_to_numpy(state[0]), fresh)  # it advanced
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[:500]), r"is truncated or altered \(500 bytes"),
+        (lambda f: f.write_bytes(b"x" + f.read_bytes()[1:]), "is truncated or altered"),
+        (lambda f: f.unlink(), r"names .*epoch-0001.keras, which does not exist"),
+    ],
+    ids=["truncated", "flipped byte", "missing"],
+)
+def test_a_damaged_checkpoint_is_never_loaded(binary_data, tmp_path, damage, message):
+    training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    damage(tmp_path / "epoch-0001.keras")
+    with pytest.raises(ValueError, match=message):
+        training.train(_model(), binary_data, epochs=2, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_a_model_file_newer_than_state_json_is_ignored(binary_data, tmp_path):
+    # A crash after the model file of epoch 2 was moved into place, before state.json was.
+    training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    (tmp_path / "epoch-0002.keras").write_bytes(b"half of epoch 2")
+    model, epoch = training.latest_checkpoint(tmp_path)
+    assert epoch == 1
+    history = training.train(
+        _model(), binary_data, epochs=2, checkpoint_dir=tmp_path, resume=True, verbose=0
+    )
+    assert history.epoch == [1]
+    assert [p.name for p in tmp_path.glob("*.keras")] == ["epoch-0002.keras"]
+
+
+class _PoisonAt(keras.callbacks.Callback):
+    """Sets the first kernel to NaN at the start of epoch `epoch` (0-based)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            weight = self.model.trainable_weights[0]
+            weight.assign(keras.ops.full(weight.shape, float("nan")))
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(binary_data, tmp_path):
+    with pytest.raises(training.NonFiniteLossError) as raised:
+        training.train(
+            _model(),
+            binary_data,
+            epochs=4,
+            checkpoint_dir=tmp_path,
+            callbacks=[_PoisonAt(2)],
+            verbose=0,
+        )
+    error = raised.value
+    assert isinstance(error, RuntimeError) and (error.epoch, error.batch) == (3, 1)
+    message = str(error)
+    for words in (
+        "the loss is nan at epoch 3, batch 1",
+        "Epoch 3 is not checkpointed",
+        "learning rate too high",
+        "outside the likelihood's support",
+        f"The checkpoint in {tmp_path} holds epoch 2, the last good one",
+    ):
+        assert words in message, message
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 2
+    model, epoch = training.latest_checkpoint(tmp_path)
+    assert epoch == 2
+    assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
+    assert np.isfinite(model.elbo(binary_data, seed=0)).all()
+
+
+def test_nan_weights_after_the_last_step_are_caught_before_the_checkpoint(binary_data):
+    class PoisonLastStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:  # the last of 2 batches: the loss was finite, the weights are not
+                weight = self.model.trainable_weights[0]
+                weight.assign(keras.ops.full(weight.shape, float("nan")))
+
+    model = _model()
+    guard = callbacks.NonFiniteLossGuard()
+    with pytest.raises(callbacks.NonFiniteLossError, match=r"at epoch 1, the end of the epoch"):
+        model.fit(
+            binary_data, batch_size=32, epochs=2, callbacks=[PoisonLastStep(), guard], verbose=0
+        )
+
+
+def test_a_huge_learning_rate_is_reported_by_the_command_line(mnist_path, tmp_path, capsys):
+    from tfdlgm import cli
+
+    status = cli.main(
+        [
+            "train", "--model", "vae", "--latent-dims", "2", "--hidden", "8",
+            "--train-examples", "200", "--batch-size", "100", "--validation-examples", "0",
+            "--epochs", "3", "--learning-rate", "1e30", "--checkpoint-dir", str(tmp_path),
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("tfdlgm train: error: Training stopped: the loss is "), err
+    assert "learning rate too high" in err and len(err.strip().splitlines()) == 1
+
+
+def _train_arguments(checkpoint_dir, *extra):
+    """`tfdlgm train` on a tiny VAE: 256 MNIST images, 4 batches an epoch, 2 epochs."""
+    return [
+        "train", "--model", "vae", "--latent-dims", "2", "--hidden", "16", "--seed", "3",
+        "--train-examples", "256", "--batch-size", "64", "--validation-examples", "0",
+        "--epochs", "2", "--warm-up", "2", "--checkpoint-dir", str(checkpoint_dir), *extra,
+    ]  # fmt: skip
+
+
+def _cli_process(marker, hang_at, arguments):
+    """`tfdlgm train ARGUMENTS` in a new process (see killable_train.py for `hang_at`)."""
+    return subprocess.Popen(
+        [sys.executable, str(KILLABLE_TRAIN), str(marker), hang_at, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(mnist_path, tmp_path, monkeypatch):
+    """A `tfdlgm train` process is killed (SIGKILL) in the middle of epoch 2, after its 2nd of 4
+    batches, with epoch 1 checkpointed; `tfdlgm train --resume` (here in process, to save an
+    interpreter start) finishes it. Its final state is bit for bit that of an identical
+    process that was never stopped, on the backend the tests run on: weights, `kl_weight`
+    (warm-up), the model's random stream, Adam's moments and iteration count. Exact because
+    every random draw of a resumed epoch is restored or recomputed from (seed, epoch): the
+    model's `SeedGenerator` state is saved with it, and `NumpyBatches` (dynamic binarisation,
+    shuffling) is set to the epoch it resumes at."""
+    from tfdlgm import cli
+
+    monkeypatch.setenv("TFDLGM_MNIST", mnist_path)
+    whole_dir, killed_dir, marker = tmp_path / "whole", tmp_path / "killed", tmp_path / "marker"
+    whole = _cli_process(
+        marker, "-", _train_arguments(whole_dir, "--output", str(tmp_path / "whole.keras"))
+    )
+    killed = _cli_process(marker, "1,1", _train_arguments(killed_dir))
+    deadline = time.monotonic() + 240
+    while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), killed.communicate()[0][-3000:]
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate()
+    assert killed.returncode == -signal.SIGKILL
+    assert json.loads((killed_dir / "state.json").read_text())["epoch"] == 1  # mid epoch 2
+    resumed_file = str(tmp_path / "resumed.keras")
+    assert cli.main(_train_arguments(killed_dir, "--resume", "--output", resumed_file)) == 0
+    output = whole.communicate(timeout=240)[0]
+    assert whole.returncode == 0, output[-3000:]
+    whole_model = keras.models.load_model(tmp_path / "whole.keras")
+    resumed_model = keras.models.load_model(resumed_file)
+    expected, received = _variables(whole_model), _variables(resumed_model)
+    assert sorted(expected) == sorted(received)
+    assert int(received["optimizer/adam/iteration"]) == 2 * 4
+    for name, value in expected.items():
+        np.testing.assert_array_equal(received[name], value, err_msg=name)

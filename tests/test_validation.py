@@ -1,8 +1,12 @@
 """Bad input at every public entry point of the core: a ValueError naming the problem."""
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tfdlgm import validation
 from tfdlgm.models import VAE, FactorAnalysis
 
 
@@ -104,3 +108,99 @@ def test_bad_sizes_and_seeds(vae, call, message):
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VAE(**{"latent_dim": 2, "hidden": (8,), "data_dim": 6, **kwargs})
+
+
+# -- property-based tests of the validators (hypothesis) ----------------------------------------
+
+FAST = settings(max_examples=60, deadline=None)
+finite_floats = st.floats(-1e6, 1e6, allow_nan=False, width=32)
+shapes = st.tuples(st.integers(1, 5), st.integers(1, 6))
+
+
+@FAST
+@given(st.integers(-(2**40), 2**40))
+def test_check_positive_int_accepts_exactly_the_ints_from_1(value):
+    if value >= 1:
+        assert validation.check_positive_int(value, "steps") == value
+        assert validation.check_positive_int(np.int64(value), "steps") == value
+    else:
+        with pytest.raises(
+            ValueError, match=rf"`steps` must be a positive int \(>= 1\). Received: steps={value}"
+        ):
+            validation.check_positive_int(value, "steps")
+
+
+@FAST
+@given(
+    st.one_of(st.booleans(), st.floats(), st.text(max_size=3), st.none(), st.just({}), st.just([1]))
+)
+def test_check_positive_int_rejects_every_non_int_naming_the_argument(value):
+    with pytest.raises(
+        ValueError, match=r"`num_chains` must be a positive int. Received: num_chains="
+    ):
+        validation.check_positive_int(value, "num_chains")
+
+
+@FAST
+@given(st.one_of(st.integers(-(2**40), 2**40), st.booleans(), st.floats(), st.none()))
+def test_check_seed_accepts_none_and_non_negative_ints_only(seed):
+    valid = seed is None or (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0)
+    if valid:
+        assert validation.check_seed(seed) == seed
+    else:
+        with pytest.raises(
+            ValueError, match="`seed` must be None or a non-negative int. Received: seed="
+        ):
+            validation.check_seed(seed)
+
+
+@FAST
+@given(hnp.arrays(st.sampled_from(["float32", "float64"]), shapes, elements=finite_floats))
+def test_check_data_returns_finite_real_data_unchanged(x):
+    out = validation.check_data(x, x.shape[1], "real", dtype=x.dtype.name)
+    assert out.dtype == x.dtype
+    np.testing.assert_array_equal(out, x)
+
+
+@FAST
+@given(hnp.arrays("float32", shapes, elements=st.sampled_from([0.0, 1.0])))
+def test_check_data_returns_binary_data_unchanged(x):
+    np.testing.assert_array_equal(validation.check_data(x, x.shape[1], "binary"), x)
+
+
+@FAST
+@given(
+    hnp.arrays("float32", shapes, elements=finite_floats),
+    st.sampled_from([np.nan, np.inf, -np.inf]),
+    st.data(),
+)
+def test_check_data_rejects_any_non_finite_value(x, bad, data):
+    index = (data.draw(st.integers(0, x.shape[0] - 1)), data.draw(st.integers(0, x.shape[1] - 1)))
+    x[index] = bad
+    for support in ("real", "binary"):
+        with pytest.raises(ValueError, match=rf"`x` must be finite. Received: {bad} at index"):
+            validation.check_data(x, x.shape[1], support)
+
+
+@FAST
+@given(
+    hnp.arrays("float32", shapes, elements=st.sampled_from([0.0, 1.0])),
+    finite_floats.filter(lambda v: v not in (0.0, 1.0)),
+    st.data(),
+)
+def test_check_data_rejects_any_non_binary_value_for_binary_support(x, bad, data):
+    index = (data.draw(st.integers(0, x.shape[0] - 1)), data.draw(st.integers(0, x.shape[1] - 1)))
+    x[index] = bad
+    with pytest.raises(ValueError, match=r"binary values \(0 or 1\).*Received: 1 values outside"):
+        validation.check_data(x, x.shape[1], "binary")
+    np.testing.assert_array_equal(validation.check_data(x, x.shape[1], "real"), x)
+
+
+@FAST
+@given(shapes, st.integers(1, 7))
+def test_check_data_rejects_any_other_width(shape, data_dim):
+    x = np.zeros(shape, "float32")
+    if shape[1] == data_dim:
+        return
+    with pytest.raises(ValueError, match=rf"must have shape \[batch, {data_dim}\]"):
+        validation.check_data(x, data_dim, "real")

@@ -75,23 +75,25 @@ def test_every_preset_loads_compiled_and_samples_binary_images(name):
     assert np.all((means > 0) & (means < 1))
 
 
-def test_vae_mnist_reproduces_the_figures_of_its_card_on_the_test_slice(vae, test_slice):
-    expected = zoo.config("vae-mnist")["figures"]["test_slice"]
-    out = vae(test_slice)
-    # Deterministic given x: the analytic KL and the posterior means.
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(out["kl_1"]).mean(), expected["kl"][0], rtol=1e-4
-    )
-    (posterior,) = vae.encode(test_slice)
-    np.testing.assert_allclose(
-        np.abs(keras.ops.convert_to_numpy(posterior.mean())).mean(),
-        expected["posterior_mean_abs"][0],
-        rtol=1e-4,
-    )
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_reproduces_the_figures_of_its_card_on_the_test_slice(name, test_slice):
+    model = zoo.load(name, compile=False)
+    expected = zoo.config(name)["figures"]["test_slice"]
+    out = model(test_slice)
+    # Deterministic given x: the analytic KL and the posterior means, per layer.
+    for i, (posterior, kl) in enumerate(zip(model.encode(test_slice), expected["kl"])):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(out[f"kl_{i + 1}"]).mean(), kl, rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            np.abs(keras.ops.convert_to_numpy(posterior.mean())).mean(),
+            expected["posterior_mean_abs"][i],
+            rtol=1e-4,
+        )
     # Monte Carlo (10,000 draws; the backends' random streams differ): within 0.3 nats.
-    elbo = vae.elbo(test_slice, num_samples=100, seed=0).mean()
+    elbo = model.elbo(test_slice, num_samples=100, seed=0).mean()
     np.testing.assert_allclose(elbo, expected["elbo_100_samples_seed_0"], atol=0.3)
-    figures = zoo.config("vae-mnist")["figures"]
+    figures = zoo.config(name)["figures"]
     assert figures["elbo"] < figures["L_5"] < figures["L_50"] < figures["log_likelihood"] < 0
 
 
@@ -127,8 +129,19 @@ def test_a_config_that_does_not_match_the_weights_is_named(preset_copy, change):
     preset = json.loads(path.read_text())
     preset["model"]["config"].update(change)
     path.write_text(json.dumps(preset))
-    with pytest.raises(ValueError, match=r"config .*config.json does not match the weights"):
+    with pytest.raises(ValueError, match=r"config .*config.json does not match the weights") as e:
         zoo.load(preset_copy)
+    message = str(e.value)
+    # The preset config, as the model it describes, and what the weights file holds.
+    described = ", ".join(
+        f"{key}={value!r}" for key, value in preset["model"]["config"].items() if key in change
+    )
+    assert "the config describes VAE(" in message and described in message, message
+    weights = preset_copy / "model.weights.h5"
+    held = {k: v for k, v in zoo._weight_shapes(weights).items() if "seed_generator" not in k}
+    size = sum(int(np.prod(shape)) for shape in held.values())
+    assert f"the weights file holds {len(held)} arrays of {size:,} numbers" in message, message
+    assert "encoder" in message or "decoder" in message or "posterior" in message
 
 
 def test_an_unregistered_class_is_named(preset_copy):

@@ -62,6 +62,51 @@ def tfp_seed(seed_generator):
     return seed
 
 
+def compile_model_function(model, fn):
+    """Compiles `fn(x, *static)`, a function of a batch that reads (and may update) the
+    variables of `model`, its seed generator's state included.
+
+    Under JAX the model's variables become explicit inputs and outputs of a `jax.jit`-ed
+    function (the way Keras' own JAX trainer runs `fit`); under TensorFlow `fn` becomes a
+    `tf.function` compiled by XLA. `static` arguments (Python ints such as a number of
+    samples) key one compiled function each.
+
+    Returns:
+        `run(x, *static)`, the compiled `fn`; the model's variables hold their new values after.
+    """
+    if name == "tensorflow":
+        compiled = _tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return lambda x, *static: compiled(_tf.convert_to_tensor(x), *static)
+
+    import jax
+
+    cache = {}
+
+    def jitted(static):
+        def pure(trainable, non_trainable, x):
+            mapping = list(zip(model.trainable_variables, trainable))
+            mapping += list(zip(model.non_trainable_variables, non_trainable))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                out = fn(x, *static)
+            return out, [scope.get_current_value(v) for v in model.non_trainable_variables]
+
+        return jax.jit(pure)
+
+    def run(x, *static):
+        if static not in cache:
+            cache[static] = jitted(static)
+        out, non_trainable = cache[static](
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+        )
+        for variable, value in zip(model.non_trainable_variables, non_trainable):
+            variable.assign(value)
+        return out
+
+    return run
+
+
 def log_mean_exp(values, axis=0):
     """Numerically stable `log(mean(exp(values), axis))`.
 

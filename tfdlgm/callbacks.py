@@ -1,4 +1,5 @@
-"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard."""
+"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard, and a
+guard that stops training at a non-finite loss."""
 
 import math
 
@@ -172,3 +173,83 @@ class TensorBoard(keras.callbacks.TensorBoard):
             for name, images in grids.items():
                 self.summary.image(name, images_module.grid(images, shape)[None], step=epoch)
         self._train_writer.flush()
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss (or weights): raised by `NonFiniteLossGuard`.
+
+    Attributes:
+        epoch: int, the 1-based epoch it happened in.
+        batch: int or None, the 1-based batch (step) of that epoch; None when it was found
+            at the end of the epoch (non-finite weights after the last step).
+        value: float, the loss received.
+    """
+
+    def __init__(self, message, epoch, batch, value):
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.value = value
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training with a `NonFiniteLossError` at the first NaN or infinite loss.
+
+    Keras' `TerminateOnNaN` stops `fit` quietly and the run looks finished; this raises an
+    error naming the epoch and batch, the value, and the usual causes. It checks the loss
+    after every batch and, at the end of every epoch, the epoch's loss and the trainable
+    weights (the last step of an epoch can turn the weights to NaN after a finite loss).
+    Put it before any checkpointing callback (`tfdlgm.training.train` puts it first): the
+    error is raised before they run, so the bad epoch is never checkpointed and the last
+    checkpoint is the last good epoch.
+
+    Example:
+
+    ```python
+    model.fit(train, epochs=10, callbacks=[tfdlgm.callbacks.NonFiniteLossGuard()])
+    ```
+    """
+
+    CAUSES = (
+        "Usual causes: a learning rate too high (try 10x lower), or data outside the "
+        "likelihood's support (non-binary values for a Bernoulli likelihood, NaN or inf in "
+        "the data)."
+    )
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = _loss(logs)
+        if value is not None and not math.isfinite(value):
+            self._raise(value, batch + 1, f"batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = _loss(logs)
+        if value is not None and not math.isfinite(value):
+            self._raise(value, None, "the end of the epoch")
+        for weight in self.model.trainable_weights:
+            if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
+                self._raise(
+                    float("nan"), None, f"the end of the epoch: weight {weight.path} is not finite"
+                )
+
+    def _raise(self, value, batch, where):
+        epoch = self._epoch + 1
+        raise NonFiniteLossError(
+            f"Training stopped: the loss is {value} at epoch {epoch}, {where}; expected a "
+            f"finite loss. Epoch {epoch} is not checkpointed. {self.CAUSES}",
+            epoch=epoch,
+            batch=batch,
+            value=value,
+        )
+
+
+def _loss(logs):
+    if not logs or "loss" not in logs:
+        return None
+    return float(np.asarray(keras.ops.convert_to_numpy(logs["loss"])))

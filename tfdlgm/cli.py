@@ -229,16 +229,19 @@ def _train(args):
         f"{type(model).__name__} ({model.count_params():,} parameters) on {len(x_train):,} "
         f"MNIST images, backend {keras.backend.backend()}"
     )
-    history = training.train(
-        model,
-        train_data,
-        epochs=args.epochs,
-        logdir=args.logdir,
-        checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume,
-        validation_data=validation_data,
-        warm_up_epochs=args.warm_up,
-    )
+    try:
+        history = training.train(
+            model,
+            train_data,
+            epochs=args.epochs,
+            logdir=args.logdir,
+            checkpoint_dir=args.checkpoint_dir,
+            resume=args.resume,
+            validation_data=validation_data,
+            warm_up_epochs=args.warm_up,
+        )
+    except training.NonFiniteLossError as error:
+        raise CommandError(str(error)) from error
     if args.output:
         history.model.save(args.output)
         print(f"Model written to {args.output}")
@@ -469,8 +472,8 @@ def _positive_float(text):
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
     return value
 
 

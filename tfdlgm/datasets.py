@@ -333,6 +333,19 @@ class NumpyBatches(keras.utils.PyDataset):
         """The number of passes completed (`on_epoch_end` calls); it seeds the current pass."""
         return self._epoch
 
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the current pass pass number `epoch` (0-based): its order and bits are those
+        an uninterrupted run draws then. `tfdlgm.training.train` calls it when resuming, so
+        a resumed run sees the batches the run that was never stopped saw."""
+        if (
+            isinstance(epoch, (bool, np.bool_))
+            or not isinstance(epoch, numbers.Integral)
+            or epoch < 0
+        ):
+            raise ValueError(f"`epoch` must be a non-negative int. Received: epoch={epoch!r}")
+        self._epoch = int(epoch)
+        self._order = self._epoch_order()
+
     def __len__(self) -> int:
         num_rows = self._x.shape[0]
         if self._drop_remainder:

@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 from tfdlgm import validation
+from tfdlgm.models.base import LatentModel
 
 
 def evaluate_protocol(
@@ -51,8 +52,21 @@ def evaluate_protocol(
         `"L_5000"`), `k_examples` (the examples L_k is over), `kl` (list of floats, one per
         latent layer) and `active_units` (list of ints, one per latent layer).
     """
-    ks = tuple(validation.check_positive_int(j, "ks") for j in ks)
+    if not isinstance(model, LatentModel):
+        raise ValueError(
+            f"`model` must be a tfdlgm LatentModel. Received: type {type(model).__name__}"
+        )
+    if not isinstance(ks, (list, tuple)) or not all(
+        isinstance(j, (int, np.integer)) and not isinstance(j, bool) and j > 0 for j in ks
+    ):
+        raise ValueError(f"`ks` must be a tuple of positive ints. Received: ks={ks!r}")
+    ks = tuple(int(j) for j in ks)
     k = validation.check_positive_int(k, "k")
+    if seed is None:
+        raise ValueError(
+            "`seed` must be a non-negative int: the protocol's figures are reproducible. "
+            "Received: seed=None"
+        )
     seed = validation.check_seed(seed)
     batch_size = validation.check_positive_int(batch_size, "batch_size")
     x = validation.to_numpy(x)

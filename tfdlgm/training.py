@@ -13,18 +13,44 @@ history = tfdlgm.training.train(model, data, epochs=100, checkpoint_dir="checkpo
 model = history.model          # the loaded model when resuming
 ```
 
-A checkpoint is the folder `checkpoint_dir` holding `last.keras` (the model with its
-optimizer state, its random stream and `kl_weight`: `model.save`) and `state.json`
-(`{"epoch": epochs completed, "logs": that epoch's logs}`). Both are written every epoch to a
-temporary file `.tmp-*` in the same folder, then moved into place with `os.replace`, which is
-atomic: a crash leaves the previous checkpoint whole and at worst a stray `.tmp-*` file,
-which is never read. `state.json` is written after `last.keras`, so it never claims an epoch
-the model file does not hold (a crash between the two repeats one epoch on resume).
+A checkpoint is the folder `checkpoint_dir` holding `epoch-NNNN.keras` (the model after
+epoch NNNN with its optimizer state, the state of its random stream (a `SeedGenerator`,
+which Keras does not save; `LatentModel.save_own_variables` does), and `kl_weight`, which
+holds the warm-up state: `model.save`) and `state.json`
+(`{"epoch": epochs completed, "model": that file's name, "bytes": its size, "sha256": its
+checksum, "logs": the epoch's logs}`). Every epoch the model file is written to a temporary
+`.tmp-*` file in the same folder and moved into place with `os.replace` (atomic), then
+`state.json` the same way, then older `epoch-*.keras` files are removed. So a crash at any
+point leaves a `state.json` that names a complete model file: at worst a stray `.tmp-*` file
+or a newer `epoch-*.keras` that `state.json` does not name yet, which are never read.
+
+Resuming reads only `state.json` and the file it names, after checking that file's size and
+sha256. A `state.json` that cannot be parsed, or names a missing, truncated or altered file,
+is a `ValueError` naming the file and the problem; nothing is loaded (one checkpoint is kept,
+so there is no older one to fall back to). Delete the folder to start again.
+
+Exact resume. A run killed mid-epoch and resumed gives bit for bit the weights of the run that
+was never stopped when all of its randomness is restored: the model's random stream, the
+optimizer and the warm-up state are (they are in the model file); the data's randomness must be a
+function of (seed, epoch), which `tfdlgm.datasets.NumpyBatches` is (`train` calls its
+`set_epoch` with the epoch it resumes at; the `tfdlgm train` command uses it). A
+`tf.data.Dataset` reshuffles from a state it does not save, and arrays passed to `fit` are
+shuffled by the backend's global random state, so those runs resume correctly but on other
+batches than the uninterrupted run would have seen.
+
+A NaN or infinite loss stops training with `NonFiniteLossError` (`NonFiniteLossGuard`, the
+first callback), before that epoch is checkpointed.
+
+The `fit` callbacks `train` uses, in order, for library users who call `fit` themselves:
+`NonFiniteLossGuard()`, `KLWarmUp(warm_up_epochs)`, your `callbacks`,
+`tfdlgm.callbacks.TensorBoard(logdir, x=...)` and `Checkpoint(checkpoint_dir)`, with
+`fit(initial_epoch=epoch)` and `data.set_epoch(epoch)` when resuming.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -35,9 +61,11 @@ import numpy as np
 
 from tfdlgm import callbacks as callbacks_module
 from tfdlgm import validation
+from tfdlgm.models.base import LatentModel
 
-MODEL_FILE = "last.keras"
+MODEL_FILE = "epoch-{epoch:04d}.keras"
 STATE_FILE = "state.json"
+NonFiniteLossError = callbacks_module.NonFiniteLossError
 # Held-out examples `TensorBoard` computes its diagnostics and reconstructions on.
 DIAGNOSTIC_EXAMPLES = 500
 
@@ -82,8 +110,20 @@ def train(
 
     Raises:
         ValueError: on a bad argument, `resume=True` without `checkpoint_dir`, or a checkpoint
-            that cannot be loaded.
+            that cannot be loaded (see the module docstring).
+        NonFiniteLossError: (a `RuntimeError`) on a NaN or infinite loss or weight; it names
+            the epoch, the batch, and the epoch the checkpoint holds.
     """
+    if not isinstance(model, LatentModel):
+        raise ValueError(
+            "`model` must be a compiled tfdlgm LatentModel, e.g. tfdlgm.models.VAE(). "
+            f"Received: type {type(model).__name__}"
+        )
+    if not isinstance(callbacks, (list, tuple)):
+        raise ValueError(
+            "`callbacks` must be a list of keras.callbacks.Callback. "
+            f"Received: type {type(callbacks).__name__}"
+        )
     epochs = validation.check_positive_int(epochs, "epochs")
     if warm_up_epochs is not None:
         warm_up_epochs = validation.check_positive_int(warm_up_epochs, "warm_up_epochs")
@@ -101,50 +141,90 @@ def train(
         raise ValueError(
             "`model` must be compiled before training, e.g. `model.compile(optimizer='adam')`."
         )
-    extra = list(callbacks)
+    if hasattr(train_data, "set_epoch"):  # NumpyBatches: draw the batches of this epoch
+        train_data.set_epoch(initial_epoch)
+    extra = [callbacks_module.NonFiniteLossGuard()]
     if warm_up_epochs is not None:
-        extra.insert(0, callbacks_module.KLWarmUp(warm_up_epochs))
+        extra.append(callbacks_module.KLWarmUp(warm_up_epochs))
+    extra.extend(callbacks)
     if logdir is not None:
         held_out = None if validation_data is None else _first_examples(validation_data)
         extra.append(callbacks_module.TensorBoard(logdir, x=held_out))
     if checkpoint_dir is not None:
         extra.append(Checkpoint(checkpoint_dir))
-    return model.fit(
-        train_data,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        validation_data=validation_data,
-        callbacks=extra,
-        verbose=verbose,
-    )
+    try:
+        return model.fit(
+            train_data,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            validation_data=validation_data,
+            callbacks=extra,
+            verbose=verbose,
+        )
+    except NonFiniteLossError as error:
+        if checkpoint_dir is None:
+            raise
+        state = _read_state(pathlib.Path(checkpoint_dir) / STATE_FILE)
+        kept = (
+            f"The checkpoint in {checkpoint_dir} holds epoch {state['epoch']}, the last good one: "
+            "fix the cause and continue from it with resume=True (--resume)."
+            if state
+            else f"No epoch completed, so {checkpoint_dir} holds no checkpoint."
+        )
+        raise NonFiniteLossError(
+            f"{error} {kept}", epoch=error.epoch, batch=error.batch, value=error.value
+        ) from error
 
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike):
-    """The last complete checkpoint in `checkpoint_dir`: `(model, epochs completed)`, or None.
+    """The checkpoint in `checkpoint_dir`: `(model, epochs completed)`, or None if it has none.
 
-    Only `last.keras` and `state.json` are read; temporary `.tmp-*` files are ignored.
+    Only `state.json` and the model file it names are read, after that file's size and sha256
+    are checked; temporary `.tmp-*` files and model files `state.json` does not name are
+    ignored.
 
     Raises:
-        ValueError: if `state.json` exists but it or `last.keras` cannot be read.
+        ValueError: if `state.json` cannot be parsed, or names a missing, truncated or altered
+            model file, or that file cannot be loaded.
     """
     folder = pathlib.Path(checkpoint_dir)
-    state_path, model_path = folder / STATE_FILE, folder / MODEL_FILE
+    state_path = folder / STATE_FILE
     if not state_path.is_file():
         return None
-    try:
-        epoch = json.loads(state_path.read_text(encoding="utf-8"))["epoch"]
-        model = keras.models.load_model(model_path)
-    except Exception as error:  # JSON, missing key, missing or unreadable model file
+    fix = f"Delete {folder} to start again."
+    state = _read_state(state_path)
+    if state is None:
         raise ValueError(
-            f"The checkpoint in {folder} cannot be resumed ({type(error).__name__}: {error}). "
-            f"Remove {state_path} to start again."
+            f"The checkpoint in {folder} cannot be resumed: {state_path} is not a checkpoint "
+            'state (expected JSON with "epoch", "model", "bytes" and "sha256"). ' + fix
+        )
+    model_path = folder / state["model"]
+    if not model_path.is_file():
+        raise ValueError(
+            f"The checkpoint in {folder} cannot be resumed: {state_path} names {model_path}, "
+            f"which does not exist. {fix}"
+        )
+    size, digest = model_path.stat().st_size, _sha256(model_path)
+    if (size, digest) != (state["bytes"], state["sha256"]):
+        raise ValueError(
+            f"The checkpoint in {folder} cannot be resumed: {model_path} is truncated or "
+            f"altered ({size} bytes, sha256 {digest}; {state_path} expects {state['bytes']} "
+            f"bytes, sha256 {state['sha256']}). {fix}"
+        )
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:  # Keras, zipfile, h5py and json raise their own
+        raise ValueError(
+            f"The checkpoint in {folder} cannot be resumed: {model_path} does not load "
+            f"({type(error).__name__}: {error}). {fix}"
         ) from error
-    return model, int(epoch)
+    return model, state["epoch"]
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Writes `last.keras` then `state.json` into `folder` at the end of every epoch, each to
-    a temporary `.tmp-*` file then `os.replace`d (see the module docstring).
+    """Writes `epoch-NNNN.keras`, then `state.json` naming it with its sha256, into `folder` at
+    the end of every epoch, each to a temporary `.tmp-*` file then `os.replace`d, then removes
+    older model files (see the module docstring).
 
     Args:
         folder: str or path-like, created if needed.
@@ -156,10 +236,35 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / MODEL_FILE, lambda path: self.model.save(path))
-        state = {"epoch": epoch + 1, "logs": {k: _float(v) for k, v in (logs or {}).items()}}
+        model_path = self.folder / MODEL_FILE.format(epoch=epoch + 1)
+        _atomic_write(model_path, lambda path: self.model.save(path))
+        state = {
+            "epoch": epoch + 1,
+            "model": model_path.name,
+            "bytes": model_path.stat().st_size,
+            "sha256": _sha256(model_path),
+            "logs": {k: _float(v) for k, v in (logs or {}).items()},
+        }
         text = json.dumps(state, indent=2) + "\n"
         _atomic_write(self.folder / STATE_FILE, lambda path: path.write_text(text, "utf-8"))
+        for old in self.folder.glob("epoch-*.keras"):
+            if old != model_path:
+                old.unlink(missing_ok=True)
+
+
+def _read_state(path: pathlib.Path):
+    """The parsed `state.json`, or None if it is missing or not a checkpoint state."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        state = {
+            "epoch": int(state["epoch"]),
+            "model": pathlib.Path(str(state["model"])).name,
+            "bytes": int(state["bytes"]),
+            "sha256": str(state["sha256"]),
+        }
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return state
 
 
 def _atomic_write(path: pathlib.Path, write) -> None:
@@ -172,6 +277,14 @@ def _atomic_write(path: pathlib.Path, write) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _float(value):

@@ -19,6 +19,13 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_bool(value, name):
+    """Returns `value` if it is a bool, else raises `ValueError` naming `name`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return bool(value)
+
+
 def check_seed(seed):
     """`None` or a non-negative int."""
     if seed is None:

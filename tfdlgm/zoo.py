@@ -42,7 +42,7 @@ import tempfile
 import keras
 import numpy as np
 
-from tfdlgm.models.base import LatentModel
+from tfdlgm.models.base import _SEED_STATE, LatentModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -135,7 +135,7 @@ def load(name_or_path: str | os.PathLike, compile: bool = True) -> LatentModel:
             f"{config_path}: `model.config` does not build a {cls.__name__}: {error}"
         ) from error
     weights_path = folder / WEIGHTS_FILE
-    _check_weights_layout(model, weights_path, config_path)
+    _check_weights_layout(model, weights_path, config_path, _describe(cls, model_spec["config"]))
     try:
         model.load_weights(str(weights_path))
     except Exception as error:  # Keras raises ValueError, h5py OSError/KeyError on a bad file
@@ -291,7 +291,16 @@ def _weight_shapes(path: pathlib.Path) -> dict:
     return shapes
 
 
-def _check_weights_layout(model, weights_path: pathlib.Path, config_path: pathlib.Path) -> None:
+def _describe(cls, config: dict) -> str:
+    """`VAE(latent_dim=50, hidden=[200, 200], ...)`: the settings that shape the weights."""
+    keys = ("latent_dim", "latent_dims", "hidden", "data_dim", "covariance", "likelihood")
+    settings = ", ".join(f"{key}={config[key]!r}" for key in keys if key in config)
+    return f"{cls.__name__}({settings})"
+
+
+def _check_weights_layout(
+    model, weights_path: pathlib.Path, config_path: pathlib.Path, described: str = "the model"
+) -> None:
     """Raises `ValueError` unless the file holds exactly the variables `model` would save.
 
     Keras' `load_weights` does not reject every mismatch (a variable of another shape may
@@ -305,6 +314,10 @@ def _check_weights_layout(model, weights_path: pathlib.Path, config_path: pathli
         expected_path = pathlib.Path(scratch) / WEIGHTS_FILE
         model.save_weights(str(expected_path))
         expected = _weight_shapes(expected_path)
+    # The random stream's state is not part of the layout: a file may or may not hold it.
+    found, expected = (
+        {k: v for k, v in d.items() if not k.endswith(_SEED_STATE)} for d in (found, expected)
+    )
     if found == expected:
         return
     differences = [
@@ -315,10 +328,16 @@ def _check_weights_layout(model, weights_path: pathlib.Path, config_path: pathli
     ]
     shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
     raise ValueError(
-        f"The config {config_path} does not match the weights {weights_path}: "
-        f"{len(differences)} variables differ ({shown}). Fix `model.config` in {config_path} "
-        "or restore the preset's files."
+        f"The config {config_path} does not match the weights {weights_path}: the config "
+        f"describes {described}, {_summary(expected)}; the weights file holds "
+        f"{_summary(found)}. {len(differences)} variables differ ({shown}). Fix "
+        f"`model.config` in {config_path} or restore the preset's files."
     )
+
+
+def _summary(shapes: dict) -> str:
+    parameters = sum(int(np.prod(shape)) for shape in shapes.values())
+    return f"{len(shapes)} arrays of {parameters:,} numbers"
 
 
 def _sha256(path: pathlib.Path) -> str:

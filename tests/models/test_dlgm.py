@@ -225,20 +225,22 @@ def test_get_config_holds_exactly_the_constructor_arguments():
 
 
 @pytest.mark.slow
-def test_paper_mnist_setup_trains_a_few_hundred_steps(mnist_path):
+def test_paper_mnist_setup_trains_a_few_hundred_steps(mnist_path, tmp_path):
     """Sec. 6: two deterministic layers of 200, one stochastic layer of 200, rectifiers,
-    minibatch 200, rank-one covariance; 300 steps on 2 CPU cores."""
+    minibatch 200, rank-one covariance; 300 steps on 2 CPU cores, logged to TensorBoard."""
     keras.utils.set_random_seed(0)
     train = tfdlgm.datasets.mnist("train", batch_size=200, seed=0, path=mnist_path)
-    model = DLGM(latent_dims=(200,), hidden=(200, 200), covariance="rank_one", seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = model.fit(train, epochs=3, steps_per_epoch=100, verbose=0)
-    losses = history.history["loss"]
-    assert losses[0] > losses[-1]
-    assert losses[-1] < 200  # about 543 nats untrained; about 175 after 300 steps
     test = tfdlgm.datasets.mnist(
         "test", binarize="fixed", seed=0, batch_size=100, path=mnist_path, as_numpy=True
     )
     x = test[0]
+    model = DLGM(latent_dims=(200,), hidden=(200, 200), covariance="rank_one", seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    board = tfdlgm.callbacks.TensorBoard(tmp_path / "logs", x=x, num_samples=5)
+    history = model.fit(train, epochs=3, steps_per_epoch=100, verbose=0, callbacks=[board])
+    losses = history.history["loss"]
+    assert losses[0] > losses[-1]
+    assert losses[-1] < 200  # about 543 nats untrained; about 175 after 300 steps
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
     bound = model.iwae_bound(x, 50, seed=0)
     assert np.all(np.isfinite(bound)) and bound.mean() > -200, bound.mean()

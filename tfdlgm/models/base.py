@@ -6,6 +6,7 @@ pass (`decode`, `generate`); this class turns those into training through plain 
 log-likelihood estimate), sampling, reconstruction and (de)serialisation.
 """
 
+import contextlib
 import math
 
 import keras
@@ -14,9 +15,13 @@ from keras import ops
 
 from tfdlgm import impute as imputation
 from tfdlgm import objectives, validation
-from tfdlgm.backend import StreamingLogMeanExp, tfp_seed
+from tfdlgm.backend import StreamingLogMeanExp, compile_model_function, tfp_seed
 from tfdlgm.distributions import OBSERVATIONS, observation_layer, standard_normal
 
+# The key of the random stream's state among the model's own saved variables.
+_SEED_STATE = "seed_generator_state"
+# The most values one sampled tensor may hold (the backends index with int32).
+_MAX_ELEMENTS = 2**31 - 1
 # Rows of [samples x examples] pushed through the decoder at once by the bound estimators.
 _ROWS_PER_CHUNK = 50_000
 
@@ -177,11 +182,9 @@ class LatentModel(keras.Model):
         x = self._check_x(x)
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
-        generator = self._seed_generator(seed)
-        out = []
-        for batch in _batches(x, batch_size):
-            trace = self.infer(batch, num_samples, generator)
-            out.append(ops.convert_to_numpy(objectives.elbo_terms(trace, batch)["elbo"]))
+        elbo = self._compiled("elbo", self._elbo_batch)
+        with self._seeded(seed):
+            out = [ops.convert_to_numpy(elbo(b, num_samples)) for b in _batches(x, batch_size)]
         return np.concatenate(out)
 
     def iwae_bound(self, x, num_samples, batch_size=100, seed=None):
@@ -200,16 +203,47 @@ class LatentModel(keras.Model):
         x = self._check_x(x)
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
-        generator = self._seed_generator(seed)
+        log_weights = self._compiled("log_weights", self._log_weights_batch)
         chunk = max(1, min(num_samples, _ROWS_PER_CHUNK // batch_size))
         out = []
-        for batch in _batches(x, batch_size):
-            accumulator = StreamingLogMeanExp()
-            for start in range(0, num_samples, chunk):
-                trace = self.infer(batch, min(chunk, num_samples - start), generator)
-                accumulator.update(objectives.log_importance_weights(trace, batch))
-            out.append(ops.convert_to_numpy(accumulator.result()))
+        with self._seeded(seed):
+            for batch in _batches(x, batch_size):
+                accumulator = StreamingLogMeanExp()
+                for start in range(0, num_samples, chunk):
+                    accumulator.update(log_weights(batch, min(chunk, num_samples - start)))
+                out.append(ops.convert_to_numpy(accumulator.result()))
         return np.concatenate(out)
+
+    def _elbo_batch(self, x, num_samples):
+        trace = self.infer(x, num_samples, self.seed_generator)
+        return objectives.elbo_terms(trace, x)["elbo"]
+
+    def _log_weights_batch(self, x, num_samples):
+        trace = self.infer(x, num_samples, self.seed_generator)
+        return objectives.log_importance_weights(trace, x)  # [S, B]
+
+    def _compiled(self, key, fn):
+        """`fn` compiled once per model (`backend.compile_model_function`)."""
+        cache = self.__dict__.setdefault("_compiled_functions", {})
+        if key not in cache:
+            cache[key] = compile_model_function(self, fn)
+        return cache[key]
+
+    @contextlib.contextmanager
+    def _seeded(self, seed):
+        """Within the block the model's random stream starts from `seed` (if not None); the
+        stream's state is restored after, so a seeded call leaves the model's stream as it was."""
+        seed = validation.check_seed(seed)
+        if seed is None:
+            yield
+            return
+        state = self.seed_generator.state
+        saved = ops.convert_to_numpy(state.value)
+        state.assign(keras.random.SeedGenerator(seed).state.value)
+        try:
+            yield
+        finally:
+            state.assign(saved)
 
     def log_likelihood(self, x, num_samples=5000, batch_size=100, seed=None):
         """The importance-sampled estimate of log p(x): L_k with k = `num_samples`.
@@ -250,6 +284,14 @@ class LatentModel(keras.Model):
             `np.ndarray` `[num_examples, data_dim]`.
         """
         num_examples = validation.check_positive_int(num_examples, "num_examples")
+        largest = _MAX_ELEMENTS // max(self.data_dim, *self.latent_dims)
+        if num_examples > largest:
+            raise ValueError(
+                f"`num_examples` must be at most {largest:,} for one call ({self.data_dim} "
+                "features each; a tensor holds fewer than 2**31 values): draw in several "
+                f"calls. Received: num_examples={num_examples}"
+            )
+        validation.check_bool(mean, "mean")
         generator = self._seed_generator(seed)
         likelihood = self.generate(num_examples, generator)
         x = likelihood.mean() if mean else likelihood.sample(seed=tfp_seed(generator))
@@ -275,6 +317,16 @@ class LatentModel(keras.Model):
             list of ints, the number of active units of each layer, bottom first.
         """
         x = self._check_x(x)
+        if (
+            isinstance(threshold, (bool, np.bool_))
+            or not isinstance(threshold, (int, float, np.integer, np.floating))
+            or not math.isfinite(threshold)
+        ):
+            raise ValueError(
+                "`threshold` must be a finite number (Burda et al. use 0.01). "
+                f"Received: threshold={threshold!r}"
+            )
+        num_samples = validation.check_positive_int(num_samples, "num_samples")
         generator = self._seed_generator(seed)
         means = [[] for _ in self.latent_dims]
         for batch in _batches(x, validation.check_positive_int(batch_size, "batch_size")):
@@ -399,6 +451,23 @@ class LatentModel(keras.Model):
     def _seed_generator(self, seed):
         seed = validation.check_seed(seed)
         return self.seed_generator if seed is None else keras.random.SeedGenerator(seed)
+
+    def save_own_variables(self, store):
+        """Keras' own variables plus the random stream's state, which Keras does not save.
+
+        With it, a checkpoint (`model.save`) resumes the model's random stream where it
+        stopped, so a resumed run draws the noise the uninterrupted run would have.
+        """
+        super().save_own_variables(store)
+        store[_SEED_STATE] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        """Loads what `save_own_variables` saved; files without the random stream's state
+        (weights saved before it was saved) leave the stream at its seed."""
+        keys = [key for key in store.keys() if key != _SEED_STATE]
+        if len(keys) != len(store.keys()):
+            self.seed_generator.state.assign(store[_SEED_STATE])
+        super().load_own_variables({key: store[key] for key in keys})
 
     def get_config(self):
         return {

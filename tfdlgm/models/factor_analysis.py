@@ -33,6 +33,12 @@ class FactorAnalysis(LatentModel):
     standard_normal_prior = True
 
     def __init__(self, latent_dim=2, data_dim=784, covariance="diagonal", **kwargs):
+        if kwargs.get("likelihood", "gaussian") != "gaussian":
+            raise ValueError(
+                "`likelihood` of FactorAnalysis is always 'gaussian' (x = W z + mu + noise); "
+                f"use VAE or DLGM for another. Received: likelihood={kwargs['likelihood']!r}"
+            )
+        kwargs.pop("likelihood", None)
         super().__init__(
             latent_dims=(latent_dim,), data_dim=data_dim, likelihood="gaussian", **kwargs
         )

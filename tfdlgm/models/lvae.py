@@ -2,6 +2,7 @@
 
 import keras
 
+from tfdlgm import validation
 from tfdlgm.backend import tfp_seed
 from tfdlgm.distributions import DiagonalGaussian, precision_weighted_merge, standard_normal
 from tfdlgm.layers import MLP
@@ -61,7 +62,7 @@ class LadderVAE(LatentModel):
                 f"(len(latent_dims) = {len(self.latent_dims)}). Received: hidden={hidden!r}"
             )
         self.hidden = hidden
-        self.layers_per_block = layers_per_block
+        self.layers_per_block = validation.check_positive_int(layers_per_block, "layers_per_block")
         self.ladder = bool(ladder)
         self.batch_norm = bool(batch_norm)
         self.activation = activation

@@ -44,6 +44,10 @@ class VAE(LatentModel):
         self, latent_dim=50, hidden=(200, 200), activation="tanh", covariance="diagonal", **kwargs
     ):
         super().__init__(latent_dims=(latent_dim,), **kwargs)
+        if not isinstance(hidden, (list, tuple)):
+            raise ValueError(
+                f"`hidden` must be a tuple of positive ints. Received: hidden={hidden!r}"
+            )
         self.latent_dim = latent_dim
         self.hidden = tuple(hidden)
         self.activation = activation

@@ -1,0 +1,1 @@
+"""Reference implementations the benchmark suite (`benchmarks/run.py`) measures tfdlgm against."""

@@ -1,0 +1,757 @@
+"""The benchmark suite: throughput across models, backends and devices against a PyTorch peer,
+and the zoo's likelihoods against the published figures.
+
+Run (from the repository root; `tfdlgm bench [ARGS]` is the same command):
+
+```bash
+pip install -e ".[bench,jax]"            # the peer (torch) and the JAX backend
+python benchmarks/run.py --quick         # < 3 min on 2 CPU cores: CI's smoke run
+python benchmarks/run.py                 # full: 3 models, batch 100 and 1000 (~30 min, 2 cores)
+python benchmarks/run.py --smoke --out /tmp/bench   # seconds: the active backend, a tiny model
+tfdlgm bench -- --quick                  # the same through the CLI (note the `--`)
+```
+
+What it measures. Each Keras variant runs in its own subprocess with `KERAS_BACKEND` set:
+TensorFlow with `jit_compile=False`, TensorFlow with `jit_compile=True` (XLA), and JAX
+(jit-compiled, as Keras always does on JAX); the PyTorch peer (`benchmarks/peers/torch_vae.py`,
+eager and `torch.compile`) runs in one more. Every figure is the median of repeated timed
+windows after a warm-up window (compilation excluded), with every window's time and
+`os.getloadavg()` recorded beside it:
+
+* training examples/s: `model.fit` on in-memory binary data (`shuffle=False`, Adam 1e-3), one
+  window = one epoch of `steps` batches, for the VAE 784-500-500-50 (tanh), the zoo's VAE
+  784-200-200-50 (tanh) and DLGM 784-200-200/200 (rank-one q, relu), at batch 100 and 1000;
+  the same for the PyTorch peer (identical VAE and step: Bernoulli likelihood, diagonal
+  Gaussian q, one reparameterised sample, analytic KL, Adam) and for a minimal hand-written
+  Keras VAE (`benchmarks/peers/minimal_keras_vae.py`, plain `keras.ops`, no TFP), whose ratio
+  to ours is the project's overhead;
+* ancestral sampling examples/s (`model.sample`) and `log_likelihood` test images/s with
+  k = 5000 (both run eagerly, outside `jit_compile`, so measured once per backend);
+* achieved GFLOP/s, counting the dense layers only (2 * in * out per example per layer
+  forward, x3 for forward and backward; for L_5000, k decoder passes per image), and, on a GPU
+  whose peak is known, the fraction of its FP32 peak;
+* the likelihood table: every zoo preset's recorded figures (ELBO, L_1, L_5, L_50, L_5000, KL
+  per layer, active units; `zoo/<name>/config.json`) against the published figure; in full mode
+  re-measured by `tfdlgm.evaluation.evaluate_protocol` on the first `--remeasure` test images
+  when MNIST is found (`TFDLGM_MNIST`).
+
+Goals (reported as met or missed, with the margin; never asserted): the shipped VAE's training
+throughput on the default backend (TensorFlow, default `jit_compile`) >= the PyTorch eager peer;
+the fastest backend >= 1.4x that peer; the overhead over the minimal Keras VAE < 10%.
+
+Writes `<device>-<date>.json` and `.md` (`-quick` / `-smoke` before the suffix in those modes)
+and `<stem>-training.png` under `--out` (default `benchmarks/results/`); `--report FILE.json`
+re-derives the goals and re-writes the Markdown and chart of an existing result. Timings on a
+machine shared with other work are noisy: the load averages in the results say how loaded it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent
+if str(BENCHMARKS) not in sys.path:  # `tfdlgm bench` runs this file with runpy
+    sys.path.insert(0, str(BENCHMARKS))
+
+import report  # noqa: E402  (benchmarks/report.py, after the path is set)
+
+# The architectures: the peer has the VAEs only (its implementation is a plain VAE).
+MODELS = {
+    "VAE 784-500-500-50": {
+        "class": "VAE",
+        "kwargs": {"latent_dim": 50, "hidden": (500, 500), "activation": "tanh"},
+        "peer": True,
+    },
+    "VAE 784-200-200-50 (zoo)": {
+        "class": "VAE",
+        "kwargs": {"latent_dim": 50, "hidden": (200, 200), "activation": "tanh"},
+        "peer": True,
+    },
+    "DLGM 784-200-200/200 rank-one (zoo)": {
+        "class": "DLGM",
+        "kwargs": {"latent_dims": (200,), "hidden": (200, 200), "covariance": "rank_one"},
+        "peer": False,
+    },
+    "tiny VAE 784-16-2": {
+        "class": "VAE",
+        "kwargs": {"latent_dim": 2, "hidden": (16,), "activation": "tanh"},
+        "peer": True,
+    },
+}
+
+# What each mode measures. steps: batches per timed window, per batch size.
+PLANS = {
+    "smoke": {
+        "models": ["tiny VAE 784-16-2"],
+        "batches": {100: 2},
+        "windows": 1,
+        "sample": {"examples": 100, "windows": 1},
+        "log_likelihood": {"images": 1, "k": 100, "windows": 1},
+        "remeasure": 0,
+    },
+    "quick": {
+        "models": ["VAE 784-200-200-50 (zoo)"],
+        "batches": {100: 20},
+        "windows": 3,
+        "sample": {"examples": 1000, "windows": 3},
+        "log_likelihood": {"images": 2, "k": 5000, "windows": 1},
+        "remeasure": 0,
+    },
+    "full": {
+        "models": [
+            "VAE 784-500-500-50",
+            "VAE 784-200-200-50 (zoo)",
+            "DLGM 784-200-200/200 rank-one (zoo)",
+        ],
+        "batches": {100: 30, 1000: 4},
+        "windows": 5,
+        "sample": {"examples": 10000, "windows": 3},
+        "log_likelihood": {"images": 10, "k": 5000, "windows": 2},
+        "remeasure": 100,
+    },
+}
+
+# The Keras variants, one subprocess each.
+VARIANTS = {
+    "tensorflow": {"backend": "tensorflow", "jit_compile": False},
+    "tensorflow-xla": {"backend": "tensorflow", "jit_compile": True},
+    "jax": {"backend": "jax", "jit_compile": "auto"},
+}
+
+# Published log-likelihoods (nats, MNIST test set) for the presets that follow a paper.
+PUBLISHED = {
+    "vae-mnist": (-86.76, "Burda et al. 2015, table 1: VAE, 1 stochastic layer, k = 1"),
+    "dlgm-mnist": (-86.60, "Rezende et al. 2014, table 2: DLGM, rank-one q"),
+    "iwae-mnist": (-82.90, "Burda et al. 2015, table 1: IWAE, 2 stochastic layers, k = 50"),
+    "lvae-mnist": (-81.74, "Sønderby et al. 2016, table 1: LVAE, 5 layers, IW k = 10"),
+}
+
+# FP32 (non-tensor-core) peaks, TFLOP/s, for the physical-limit column on a GPU.
+GPU_PEAK_TFLOPS = {
+    "H200": 66.9,
+    "H100 SXM": 66.9,
+    "H100 PCIe": 51.2,
+    "H100": 66.9,
+    "A100": 19.5,
+    "L4": 30.3,
+    "V100": 15.7,
+    "T4": 8.1,
+}
+
+PEER_VARIANTS = {"torch-eager": False, "torch-compile": True}
+GOAL_PEER_RATIO_DEFAULT = 1.0
+GOAL_PEER_RATIO_FASTEST = 1.4
+GOAL_OVERHEAD = 0.10
+
+
+# -- the parent: plan, subprocesses, report ---------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CI's smoke run: < 3 min on 2 cores")
+    mode.add_argument("--smoke", action="store_true", help="seconds: active backend, tiny model")
+    parser.add_argument("--out", type=pathlib.Path, default=BENCHMARKS / "results")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all; --smoke: active)",
+    )
+    parser.add_argument("--no-peer", action="store_true", help="skip the PyTorch peer")
+    parser.add_argument(
+        "--remeasure",
+        type=int,
+        default=None,
+        help="re-measure each preset on this many test images (full mode default 100; 0: off)",
+    )
+    parser.add_argument("--windows", type=int, default=None, help="timed training windows")
+    parser.add_argument(
+        "--report", type=pathlib.Path, help="re-derive and re-write the report of a results JSON"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `tfdlgm bench -- --quick`: the CLI passes the separator on
+        argv = argv[1:]
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _worker(json.loads(args.worker))
+    if args.report:
+        write(json.loads(args.report.read_text(encoding="utf-8")), args.report)
+        return 0
+
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    plan = dict(PLANS[mode_name])
+    if args.remeasure is not None:
+        plan["remeasure"] = args.remeasure
+    if args.windows is not None:
+        plan["windows"] = args.windows
+    if args.variants:
+        variants = args.variants.split(",")
+        unknown = sorted(set(variants) - set(VARIANTS))
+        if unknown:
+            parser.error(f"--variants: unknown {unknown}; expected some of {list(VARIANTS)}")
+    elif args.smoke:
+        variants = [os.environ.get("KERAS_BACKEND", "tensorflow")]
+    else:
+        variants = list(VARIANTS)
+
+    started = time.perf_counter()
+    device = detect_device()
+    stem = f"{device['slug']}-{datetime.date.today().isoformat()}"
+    stem += "" if mode_name == "full" else f"-{mode_name}"
+    results = {
+        "command": " ".join(["python benchmarks/run.py", *map(shlex.quote, argv)]),
+        "mode": mode_name,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": device,
+        "python": platform.python_version(),
+        "plan": {**plan, "batches": {str(b): s for b, s in plan["batches"].items()}},
+        "load_average_start": os.getloadavg(),
+        "variants": {},
+        "peer": {},
+        "zoo": None,
+    }
+    for i, name in enumerate(variants):
+        spec = {"kind": "keras", "variant": name, **VARIANTS[name], "plan": plan}
+        spec["zoo"] = i == 0  # the likelihood table, once, by the first variant's process
+        print(f"[bench] {name} ...", flush=True)
+        results["variants"][name] = _run_child(spec, {"KERAS_BACKEND": VARIANTS[name]["backend"]})
+        if spec["zoo"]:
+            results["zoo"] = results["variants"][name].pop("zoo", None)
+    results["peer"] = _run_peer(plan, skip=args.smoke or args.no_peer)
+    results["load_average_end"] = os.getloadavg()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write(results, args.out / f"{stem}.json")
+    return 0
+
+
+def write(results: dict, json_path: pathlib.Path):
+    """Derives the ratios and goals, and writes the JSON, the Markdown and the chart."""
+    results["derived"] = derive(results)
+    results["goals"] = goals(results)
+    json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    md_path = json_path.with_suffix(".md")
+    md_path.write_text(report.markdown(results), encoding="utf-8")
+    png = report.training_chart(results, json_path.with_name(f"{json_path.stem}-training.png"))
+    print(f"[bench] wrote {json_path}, {md_path}" + (f", {png}" if png else ""), flush=True)
+    print(report.markdown(results))
+
+
+def _run_child(spec, env):
+    """Runs `spec` in a fresh interpreter with `env`; returns its JSON (or the error)."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = pathlib.Path(folder) / "result.json"
+        spec = {**spec, "output": str(output)}
+        started = time.perf_counter()
+        process = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "run.py"), "--worker", json.dumps(spec)],
+            env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            capture_output=True,
+            text=True,
+        )
+        seconds = round(time.perf_counter() - started, 1)
+        if process.returncode or not output.is_file():
+            tail = (process.stderr or process.stdout)[-2000:]
+            print(f"[bench] failed ({process.returncode}): {tail}", file=sys.stderr)
+            return {"error": f"exit status {process.returncode}: {tail}", "seconds": seconds}
+        result = json.loads(output.read_text(encoding="utf-8"))
+        result["process_seconds"] = seconds
+        return result
+
+
+def _run_peer(plan, skip):
+    if skip:
+        return {"status": "skipped (--smoke or --no-peer)"}
+    if importlib.util.find_spec("torch") is None:
+        return {"status": "not installed (pip install -e '.[bench]')"}
+    print("[bench] torch peer ...", flush=True)
+    result = _run_child({"kind": "torch", "plan": plan}, {})
+    result.setdefault("status", "measured" if "error" not in result else "failed")
+    return result
+
+
+def detect_device() -> dict:
+    """The machine the run measures: the GPU (nvidia-smi) if there is one, else the CPU."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = os.cpu_count()
+    device = {"cpu": cpu, "cpu_cores": cores, "gpu": None}
+    try:
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split("\n")
+        device["gpu"] = names[0].strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    name = device["gpu"] or f"cpu-{cores}cores"
+    device["name"] = device["gpu"] or f"{cpu} ({cores} cores)"
+    device["slug"] = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    device["peak_tflops_fp32"] = _gpu_peak(device["gpu"])
+    return device
+
+
+def _gpu_peak(gpu):
+    if not gpu:
+        return None
+    for key, peak in GPU_PEAK_TFLOPS.items():  # most specific first
+        if all(word in gpu for word in key.split()):
+            return peak
+    return None
+
+
+# -- derived figures and goals ----------------------------------------------------------------
+
+
+def _training_rows(results):
+    """(model, batch, variant, examples/s, flops/example) for every training measurement."""
+    rows = []
+    for variant, result in results["variants"].items():
+        for entry in result.get("train", []):
+            if "examples_per_second" in entry:
+                rows.append((entry["model"], entry["batch_size"], variant, entry))
+    return rows
+
+
+def derive(results):
+    """Ratios to the peer and to the minimal Keras VAE, and FLOP/s, per training row."""
+    peer = {
+        (e["model"], e["batch_size"], e["variant"]): e
+        for e in results["peer"].get("train", [])
+        if "examples_per_second" in e
+    }
+    peak = results["device"].get("peak_tflops_fp32")
+    rows = []
+    for model, batch, variant, entry in _training_rows(results):
+        speed = entry["examples_per_second"]
+        row = {
+            "model": model,
+            "batch_size": batch,
+            "variant": variant,
+            "examples_per_second": speed,
+            "best_examples_per_second": entry.get("best_examples_per_second"),
+        }
+        for name in PEER_VARIANTS:
+            if (model, batch, name) in peer:
+                theirs = peer[(model, batch, name)]
+                row[f"vs_{name}"] = speed / theirs["examples_per_second"]
+                if theirs.get("best_examples_per_second") and row["best_examples_per_second"]:
+                    best = row["best_examples_per_second"] / theirs["best_examples_per_second"]
+                    row[f"best_vs_{name}"] = best
+        minimal = entry.get("minimal_examples_per_second")
+        if minimal:
+            row["overhead"] = minimal / speed - 1.0
+        row["gflops"] = speed * entry["train_flops_per_example"] / 1e9
+        if peak:
+            row["fraction_of_peak"] = row["gflops"] / (peak * 1e3)
+        rows.append(row)
+    return rows
+
+
+def goals(results):
+    """Each goal: met / missed / not measured, with the figures behind it."""
+    rows = [r for r in results["derived"] if r["model"] in _peer_models()]
+    default = _default_tensorflow_variant(results)
+    out = []
+
+    on_default = [r for r in rows if r["variant"] == default and "vs_torch-eager" in r]
+    out.append(
+        _goal(
+            f"training throughput of the shipped VAE on the default backend ({default}) "
+            f">= PyTorch eager",
+            [
+                (f"{r['model']}, batch {r['batch_size']}{_best(r)}", r["vs_torch-eager"])
+                for r in on_default
+            ],
+            lambda ratio: ratio >= GOAL_PEER_RATIO_DEFAULT,
+            lambda ratio: f"{ratio:.2f}x the peer",
+        )
+    )
+    fastest = {}
+    for r in rows:
+        key = (r["model"], r["batch_size"])
+        if "vs_torch-eager" in r and (key not in fastest or r["vs_torch-eager"] > fastest[key][1]):
+            fastest[key] = (f"{r['variant']}{_best(r)}", r["vs_torch-eager"])
+    out.append(
+        _goal(
+            f"fastest backend >= {GOAL_PEER_RATIO_FASTEST}x PyTorch eager",
+            [(f"{m}, batch {b} ({v})", ratio) for (m, b), (v, ratio) in fastest.items()],
+            lambda ratio: ratio >= GOAL_PEER_RATIO_FASTEST,
+            lambda ratio: f"{ratio:.2f}x the peer",
+        )
+    )
+    out.append(
+        _goal(
+            f"overhead over the minimal Keras VAE < {GOAL_OVERHEAD:.0%}",
+            [
+                (f"{r['model']}, batch {r['batch_size']}, {r['variant']}", r["overhead"])
+                for r in rows
+                if "overhead" in r
+            ],
+            lambda overhead: overhead < GOAL_OVERHEAD,
+            lambda overhead: f"{overhead:+.1%}",
+        )
+    )
+    return out
+
+
+def _best(row):
+    """The ratio of the fastest windows, a check on the medians when the machine is loaded."""
+    best = row.get("best_vs_torch-eager")
+    return "" if best is None else f"; fastest windows {best:.2f}x"
+
+
+def _goal(name, cases, passes, describe):
+    if not cases:
+        return {"goal": name, "status": "not measured", "cases": []}
+    cases = [
+        {"case": case, "value": value, "met": bool(passes(value)), "text": describe(value)}
+        for case, value in cases
+    ]
+    met = sum(c["met"] for c in cases)
+    status = "met" if met == len(cases) else "missed" if met == 0 else f"met in {met}/{len(cases)}"
+    return {"goal": name, "status": status, "cases": cases}
+
+
+def _peer_models():
+    return {name for name, model in MODELS.items() if model["peer"]}
+
+
+def _default_tensorflow_variant(results):
+    """The variant matching TensorFlow's default `jit_compile` ("auto" resolved)."""
+    for result in results["variants"].values():
+        auto = result.get("tensorflow_auto_jit_compile")
+        if auto is not None:
+            return "tensorflow-xla" if auto else "tensorflow"
+    return "tensorflow"
+
+
+# -- the workers: one backend (or the peer) per process ---------------------------------------
+
+
+def _worker(spec):
+    plan = spec["plan"]
+    plan["batches"] = {int(b): s for b, s in plan["batches"].items()}
+    if spec["kind"] == "torch":
+        result = _torch_worker(plan)
+    else:
+        result = _keras_worker(spec, plan)
+    pathlib.Path(spec["output"]).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+def _binary_data(rows, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return (rng.random((rows, 784)) < 0.5).astype("float32")
+
+
+def _median_rate(count, times):
+    return count / statistics.median(times)
+
+
+def _torch_worker(plan):
+    from peers import torch_vae
+
+    result = {"versions": torch_vae.versions(), "train": []}
+    import torch
+
+    result["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    for model in plan["models"]:
+        if not MODELS[model]["peer"]:
+            continue
+        kwargs = MODELS[model]["kwargs"]
+        for batch, steps in plan["batches"].items():
+            for variant, compile in PEER_VARIANTS.items():
+                entry = {"model": model, "batch_size": batch, "variant": variant}
+                entry["load_average_before"] = os.getloadavg()
+                try:
+                    entry.update(
+                        torch_vae.measure(
+                            kwargs["latent_dim"],
+                            kwargs["hidden"],
+                            kwargs["activation"],
+                            batch,
+                            steps,
+                            plan["windows"],
+                            compile,
+                        )
+                    )
+                except Exception as error:  # a failed measurement is a result, not a crash
+                    entry["error"] = f"{type(error).__name__}: {error}"
+                entry["load_average_after"] = os.getloadavg()
+                result["train"].append(entry)
+    return result
+
+
+def _keras_worker(spec, plan):
+    import keras
+
+    import tfdlgm
+
+    result = {
+        "backend": keras.backend.backend(),
+        "jit_compile": spec["jit_compile"],
+        "versions": _versions(),
+        "accelerator": _accelerator(),
+        "train": [],
+        "sample": [],
+        "log_likelihood": [],
+    }
+    if result["backend"] == "tensorflow":
+        probe = _build(tfdlgm, "tiny VAE 784-16-2")
+        probe.compile(optimizer="adam")
+        result["tensorflow_auto_jit_compile"] = bool(probe.jit_compile)
+    for name in plan["models"]:
+        for batch, steps in plan["batches"].items():
+            entry = {"model": name, "batch_size": batch, "steps_per_window": steps}
+            entry["load_average_before"] = os.getloadavg()
+            try:
+                model = _build(tfdlgm, name)
+                entry.update(_flops(model))
+                entry.update(_time_fit(model, batch, steps, plan["windows"], spec["jit_compile"]))
+                if MODELS[name]["class"] == "VAE":
+                    minimal = _time_fit(
+                        _build_minimal(name), batch, steps, plan["windows"], spec["jit_compile"]
+                    )
+                    entry["minimal_examples_per_second"] = minimal["examples_per_second"]
+                    entry["minimal_window_seconds"] = minimal["window_seconds"]
+            except Exception as error:
+                entry["error"] = f"{type(error).__name__}: {error}"
+            entry["load_average_after"] = os.getloadavg()
+            result["train"].append(entry)
+    if spec["jit_compile"] is not True:  # sample / log_likelihood run eagerly: same under XLA
+        for name in plan["models"]:
+            model = _build(tfdlgm, name)
+            result["sample"].append(_time_sample(model, name, plan["sample"]))
+            result["log_likelihood"].append(_time_log_likelihood(model, name, plan))
+    if spec.get("zoo"):
+        result["zoo"] = _zoo_table(plan["remeasure"])
+    return result
+
+
+def _build(tfdlgm, name):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = MODELS[name]
+    return getattr(tfdlgm.models, model["class"])(**model["kwargs"], seed=0)
+
+
+def _build_minimal(name):
+    import keras
+    from peers.minimal_keras_vae import MinimalVAE
+
+    keras.utils.set_random_seed(0)
+    return MinimalVAE(**MODELS[name]["kwargs"], seed=0)
+
+
+def _epoch_timer():
+    """A Keras callback timing each epoch; it reads the logs, so JAX has finished the epoch."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            {key: float(value) for key, value in (logs or {}).items()}
+            self.times.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def _time_fit(model, batch_size, steps, windows, jit_compile):
+    """Training examples/s: the median epoch of `steps` batches after one warm-up epoch."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    x = _binary_data(steps * batch_size)
+    timer = _epoch_timer()
+    model.fit(
+        x, batch_size=batch_size, epochs=windows + 1, shuffle=False, verbose=0, callbacks=[timer]
+    )
+    times = timer.times[1:]
+    return {
+        "examples_per_second": _median_rate(steps * batch_size, times),
+        "best_examples_per_second": steps * batch_size / min(times),
+        "window_seconds": times,
+        "warm_up_seconds": timer.times[0],
+        "jit_compile_resolved": bool(model.jit_compile),
+    }
+
+
+def _time_sample(model, name, plan):
+    entry = {"model": name, "examples": plan["examples"], "load_average_before": os.getloadavg()}
+    try:
+        model.sample(plan["examples"], seed=0)  # warm-up
+        times = []
+        for window in range(plan["windows"]):
+            start = time.perf_counter()
+            model.sample(plan["examples"], seed=window + 1)
+            times.append(time.perf_counter() - start)
+        entry["examples_per_second"] = _median_rate(plan["examples"], times)
+        entry["window_seconds"] = times
+        entry["gflops"] = entry["examples_per_second"] * _flops(model)["sample_flops"] / 1e9
+    except Exception as error:
+        entry["error"] = f"{type(error).__name__}: {error}"
+    entry["load_average_after"] = os.getloadavg()
+    return entry
+
+
+def _time_log_likelihood(model, name, plan):
+    settings = plan["log_likelihood"]
+    images, k = settings["images"], settings["k"]
+    entry = {"model": name, "images": images, "k": k, "load_average_before": os.getloadavg()}
+    try:
+        x = _binary_data(images, seed=1)
+        model.log_likelihood(x, num_samples=k, seed=0)  # warm-up (JAX compiles each shape)
+        times = []
+        for window in range(settings["windows"]):
+            start = time.perf_counter()
+            model.log_likelihood(x, num_samples=k, seed=window + 1)
+            times.append(time.perf_counter() - start)
+        entry["images_per_second"] = _median_rate(images, times)
+        entry["window_seconds"] = times
+        flops = _flops(model)
+        per_image = k * flops["generative_flops"] + flops["recognition_flops"]
+        entry["gflops"] = entry["images_per_second"] * per_image / 1e9
+    except Exception as error:
+        entry["error"] = f"{type(error).__name__}: {error}"
+    entry["load_average_after"] = os.getloadavg()
+    return entry
+
+
+_RECOGNITION = ("/encoder/", "/recognition/", "/posterior")
+
+
+def _flops(model):
+    """Dense-layer FLOPs: 2 * in * out per example per layer forward (x3 with backward)."""
+    recognition = generative = 0
+    for weight in model.weights:
+        if len(weight.shape) == 2:
+            flops = 2 * weight.shape[0] * weight.shape[1]
+            if any(part in weight.path for part in _RECOGNITION):
+                recognition += flops
+            else:
+                generative += flops
+    return {
+        "train_flops_per_example": 3 * (recognition + generative),
+        "recognition_flops": recognition,
+        "generative_flops": generative,
+        "sample_flops": generative,
+    }
+
+
+def _zoo_table(remeasure):
+    """Every preset's recorded figures beside the published one; optionally re-measured."""
+    from tfdlgm import zoo
+
+    rows = []
+    for name in zoo.list():
+        preset = zoo.config(name)
+        figures = preset.get("figures", {})
+        published, source = PUBLISHED.get(name, (None, None))
+        row = {
+            "preset": name,
+            "class": preset["model"]["class_name"].split(">")[-1],
+            "epochs": preset.get("recipe", {}).get("epochs"),
+            "recorded": {
+                key: figures.get(key)
+                for key in ("elbo", "L_1", "L_5", "L_50", "log_likelihood", "kl", "active_units")
+            },
+            "log_likelihood_examples": figures.get("log_likelihood_examples"),
+            "published": published,
+            "published_source": source,
+        }
+        if remeasure:
+            row["remeasured"] = _remeasure(zoo, name, remeasure)
+        rows.append(row)
+    return rows
+
+
+def _remeasure(zoo, name, examples):
+    import numpy as np
+
+    from tfdlgm import datasets
+    from tfdlgm.evaluation import evaluate_protocol
+
+    try:
+        x = datasets.load_mnist_arrays()["test"]
+    except Exception as error:
+        return {"error": f"MNIST not found ({type(error).__name__}); set TFDLGM_MNIST"}
+    x = np.asarray(
+        next(iter(datasets.mnist("test", binarize="fixed", batch_size=examples, as_numpy=True)))
+    )
+    start = time.perf_counter()
+    try:
+        figures = evaluate_protocol(zoo.load(name, compile=False), x, k_examples=examples)
+    except Exception as error:  # a failed re-measurement is a result, not a crash
+        return {"error": f"{type(error).__name__}: {str(error)[-300:]}"}
+    figures["seconds"] = round(time.perf_counter() - start, 1)
+    return figures
+
+
+def _versions():
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("tfdlgm", "keras", "tensorflow", "tfp-nightly", "jax", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _accelerator():
+    """The device Keras runs on, as the backend names it."""
+    import keras
+
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            return f"{device.platform}: {device.device_kind}"
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return f"gpu: {details.get('device_name', gpus[0].name)}"
+        return "cpu"
+    except Exception as error:  # the name is a label; never fail a run for it
+        return f"unknown ({type(error).__name__})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

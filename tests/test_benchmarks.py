@@ -1,0 +1,68 @@
+"""The benchmark suite (`benchmarks/run.py`) end to end, through `tfdlgm bench`.
+
+`--smoke` (the active backend, a tiny model, one window; ~15 s) runs in the fast suite; the
+`--quick` run CI uses (every backend and the peer, ~3 min) is marked slow.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TIMEOUT = 600
+TINY_TRAIN_FLOPS = 3 * 2 * (784 * 16 + 2 * 16 * 2 + 2 * 16 + 16 * 784)  # enc, mu+sigma, dec
+
+
+def _bench(tmp_path, *args):
+    process = subprocess.run(
+        [sys.executable, "-m", "tfdlgm.cli", "bench", "--", *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    (json_path,) = tmp_path.glob("*.json")
+    (md_path,) = tmp_path.glob("*.md")
+    return json.loads(json_path.read_text()), md_path.read_text()
+
+
+def test_smoke_writes_json_and_markdown(tmp_path):
+    results, text = _bench(tmp_path, "--smoke")
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert results["mode"] == "smoke"
+    assert list(results["variants"]) == [backend]
+    assert len(results["load_average_start"]) == 3
+    assert {"name", "slug", "cpu", "cpu_cores", "gpu"} <= set(results["device"])
+    variant = results["variants"][backend]
+    assert variant["backend"] == backend
+    (train,) = variant["train"]
+    assert train["model"] == "tiny VAE 784-16-2" and train["batch_size"] == 100
+    assert train["examples_per_second"] > 0 and len(train["window_seconds"]) == 1
+    assert train["train_flops_per_example"] == TINY_TRAIN_FLOPS
+    (row,) = results["derived"]
+    ratio = train["minimal_examples_per_second"] / train["examples_per_second"]
+    assert row["overhead"] == pytest.approx(ratio - 1)
+    assert variant["sample"][0]["examples_per_second"] > 0
+    assert variant["log_likelihood"][0]["images_per_second"] > 0
+    assert results["peer"]["status"].startswith("skipped")
+    assert [goal["status"] for goal in results["goals"]][:2] == ["not measured"] * 2
+    assert {row["preset"] for row in results["zoo"]} >= {"vae-mnist"}
+    for heading in ("## Goals", "## Training throughput", "## Likelihood"):
+        assert heading in text
+    assert "| vae-mnist | VAE |" in text
+    assert list(tmp_path.glob("*.png")) or importlib.util.find_spec("PIL") is None
+
+
+@pytest.mark.slow
+def test_quick_covers_every_backend_and_the_peer(tmp_path):
+    results, text = _bench(tmp_path, "--quick")
+    assert set(results["variants"]) == {"tensorflow", "tensorflow-xla", "jax"}
+    for name, variant in results["variants"].items():
+        assert "error" not in variant, (name, variant.get("error"))
+        assert all(entry["examples_per_second"] > 0 for entry in variant["train"])
+    assert results["peer"]["status"] in ("measured", "not installed (pip install -e '.[bench]')")
+    assert len(results["goals"]) == 3
+    assert "## Sampling and log-likelihood" in text
