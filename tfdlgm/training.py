@@ -50,7 +50,6 @@ The `fit` callbacks `train` uses, in order, for library users who call `fit` the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pathlib
@@ -61,6 +60,7 @@ import numpy as np
 
 from tfdlgm import callbacks as callbacks_module
 from tfdlgm import validation
+from tfdlgm.files import sha256
 from tfdlgm.models.base import LatentModel
 
 MODEL_FILE = "epoch-{epoch:04d}.keras"
@@ -204,7 +204,7 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike):
             f"The checkpoint in {folder} cannot be resumed: {state_path} names {model_path}, "
             f"which does not exist. {fix}"
         )
-    size, digest = model_path.stat().st_size, _sha256(model_path)
+    size, digest = model_path.stat().st_size, sha256(model_path)
     if (size, digest) != (state["bytes"], state["sha256"]):
         raise ValueError(
             f"The checkpoint in {folder} cannot be resumed: {model_path} is truncated or "
@@ -242,7 +242,7 @@ class Checkpoint(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "model": model_path.name,
             "bytes": model_path.stat().st_size,
-            "sha256": _sha256(model_path),
+            "sha256": sha256(model_path),
             "logs": {k: _float(v) for k, v in (logs or {}).items()},
         }
         text = json.dumps(state, indent=2) + "\n"
@@ -277,14 +277,6 @@ def _atomic_write(path: pathlib.Path, write) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _float(value):

@@ -31,7 +31,6 @@ from __future__ import annotations
 import builtins
 import datetime
 import difflib
-import hashlib
 import json
 import os
 import pathlib
@@ -42,6 +41,7 @@ import tempfile
 import keras
 import numpy as np
 
+from tfdlgm.files import sha256
 from tfdlgm.models.base import _SEED_STATE, LatentModel
 
 CONFIG_FILE = "config.json"
@@ -269,7 +269,7 @@ def _verify_files(folder: pathlib.Path, preset: dict) -> None:
                 f"{path} {problem}: {size} bytes, expected {expected['bytes']} "
                 f"({folder / CONFIG_FILE}). Restore the file (e.g. reinstall tfdlgm)."
             )
-        digest = _sha256(path)
+        digest = sha256(path)
         if digest != expected["sha256"]:
             raise ValueError(
                 f"{path} is corrupted: its sha256 is {digest}, expected {expected['sha256']} "
@@ -340,16 +340,8 @@ def _summary(shapes: dict) -> str:
     return f"{len(shapes)} arrays of {parameters:,} numbers"
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_record(path: pathlib.Path) -> dict:
-    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"sha256": sha256(path), "bytes": path.stat().st_size}
 
 
 def _atomic_write(path: pathlib.Path, write) -> None:
