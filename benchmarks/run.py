@@ -8,7 +8,7 @@ pip install -e ".[bench,jax]"            # the peer (torch) and the JAX backend
 python benchmarks/run.py --quick         # < 3 min on 2 CPU cores: CI's smoke run
 python benchmarks/run.py                 # full: 3 models, batch 100 and 1000 (~30 min, 2 cores)
 python benchmarks/run.py --smoke --out /tmp/bench   # seconds: the active backend, a tiny model
-tfdlgm bench -- --quick                  # the same through the CLI (note the `--`)
+tfdlgm bench --quick                     # the same through the CLI
 ```
 
 What it measures. Each Keras variant runs in its own subprocess with `KERAS_BACKEND` set:
@@ -26,7 +26,8 @@ windows after a warm-up window (compilation excluded), with every window's time 
   Keras VAE (`benchmarks/peers/minimal_keras_vae.py`, plain `keras.ops`, no TFP), whose ratio
   to ours is the project's overhead;
 * ancestral sampling examples/s (`model.sample`) and `log_likelihood` test images/s with
-  k = 5000 (both run eagerly, outside `jit_compile`, so measured once per backend);
+  k = 5000 (measured once per backend: neither depends on `fit`'s `jit_compile`; the
+  estimator is always compiled, jax.jit or tf.function with XLA, and sampling runs eagerly);
 * achieved GFLOP/s, counting the dense layers only (2 * in * out per example per layer
   forward, x3 for forward and backward; for L_5000, k decoder passes per image), and, on a GPU
   whose peak is known, the fraction of its FP32 peak;
@@ -184,8 +185,6 @@ def main(argv=None):
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--"]:  # `tfdlgm bench -- --quick`: the CLI passes the separator on
-        argv = argv[1:]
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(json.loads(args.worker))
@@ -544,7 +543,7 @@ def _keras_worker(spec, plan):
                 entry["error"] = f"{type(error).__name__}: {error}"
             entry["load_average_after"] = os.getloadavg()
             result["train"].append(entry)
-    if spec["jit_compile"] is not True:  # sample / log_likelihood run eagerly: same under XLA
+    if spec["jit_compile"] is not True:  # neither depends on fit's jit_compile
         for name in plan["models"]:
             model = _build(tfdlgm, name)
             result["sample"].append(_time_sample(model, name, plan["sample"]))

@@ -18,7 +18,7 @@ TINY_TRAIN_FLOPS = 3 * 2 * (784 * 16 + 2 * 16 * 2 + 2 * 16 + 16 * 784)  # enc, m
 
 def _bench(tmp_path, *args):
     process = subprocess.run(
-        [sys.executable, "-m", "tfdlgm.cli", "bench", "--", *args, "--out", str(tmp_path)],
+        [sys.executable, "-m", "tfdlgm.cli", "bench", *args, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

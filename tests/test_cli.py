@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tfdlgm import zoo
+from tfdlgm import cli, zoo
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -253,3 +253,19 @@ def test_jax_smoke(env, tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     assert "backend jax" in process.stdout
     assert (tmp_path / "jax.keras").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["bench", "--quick", "--out", "d"], (["bench"], ["--quick", "--out", "d"])),
+        (
+            ["--backend", "jax", "bench", "--", "--smoke"],
+            (["--backend", "jax", "bench"], ["--smoke"]),
+        ),
+        (["train", "bench", "--epochs", "1"], (["train", "bench", "--epochs", "1"], None)),
+        (["--backend", "bench"], (["--backend", "bench"], None)),
+    ],
+)
+def test_bench_arguments_reach_the_suite_untouched(argv, expected):
+    assert cli._split_bench(argv) == expected

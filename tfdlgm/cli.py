@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     """Runs `tfdlgm ARGV...`; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    argv, suite_arguments = _split_bench(argv)
     args = parser.parse_args(argv)
+    if suite_arguments is not None:
+        args.arguments = suite_arguments
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -177,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = verbs.add_parser(
         "bench", help="run the benchmark suite", description="Runs benchmarks/run.py."
     )
-    bench.add_argument("arguments", nargs=argparse.REMAINDER, help="passed to the suite")
+    bench.add_argument(
+        "arguments", nargs=argparse.REMAINDER, help="passed to benchmarks/run.py as they are"
+    )
     bench.set_defaults(command="bench", run=_bench)
     return parser
 
@@ -321,6 +326,21 @@ def _bench(args):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _split_bench(argv):
+    """`tfdlgm [--backend B] bench ARGS...` -> (the words up to `bench`, ARGS untouched).
+
+    The suite's own options (`--quick`, `--out DIR`) must not meet argparse here; a leading
+    `--` is dropped. Any other command -> (argv, None).
+    """
+    for i, word in enumerate(argv):
+        if word == "bench" and argv[i - 1 : i] != ["--backend"]:
+            rest = argv[i + 1 :]
+            return argv[: i + 1], rest[1:] if rest[:1] == ["--"] else rest
+        if not word.startswith("-") and argv[i - 1 : i] != ["--backend"]:
+            break
+    return argv, None
 
 
 def _use_backend(backend, argv):

@@ -6,12 +6,11 @@ TFDLGM_MNIST=../shared/data/mnist.npz KERAS_BACKEND=jax \
 ```
 
 A recipe (`RECIPES`) is data: the model's registered class and config, the optimizer's config,
-the batch size, the paper it follows. Training logs to TensorBoard under `logs/<name>` and
-checkpoints every epoch into `checkpoints/<name>/` (`model.keras`, with the optimizer's state,
-and `model.weights.h5`, each written to a temporary file then `os.replace`d, plus
-`state.json`: epochs done and wall time). `--resume` continues from that checkpoint;
-`--max-minutes` stops before an epoch that would not end within the budget. Then the model is
-evaluated on the test set (fixed binarisation, seed 0) by the evaluation protocol
+the batch size, the KL warm-up, the paper it follows. Training is `tfdlgm.training.train`: it
+logs to TensorBoard under `logs/<name>` and checkpoints every epoch into `checkpoints/<name>/`
+(atomically; `state.json` also keeps the wall time so far). `--resume` continues from that
+checkpoint; `--max-minutes` stops before an epoch that would not end within the budget. Then
+the model is evaluated on the test set (fixed binarisation, seed 0) by the evaluation protocol
 (ARCHITECTURE.md): ELBO, L_1, L_5, L_50 on all 10,000 images, L_5000 on the first
 `--ll-examples` (by default all), KL per latent layer and active units (Burda et al. 2015,
 sec. 5.2: Cov_x(E_q[z_u]) > 0.01), and the preset folder `zoo/<name>/` is written by
@@ -32,6 +31,7 @@ import keras
 import numpy as np
 
 import tfdlgm
+from tfdlgm import training
 from tfdlgm.evaluation import evaluate_protocol
 
 ZOO_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -109,6 +109,90 @@ RECIPES = {
         "batch_size": 200,
         "data": 'tfdlgm.datasets.mnist("train", binarize="dynamic", batch_size=200, seed=0)',
     },
+    "iwae-mnist": {
+        "description": (
+            "Importance weighted autoencoder (Burda, Grosse & Salakhutdinov 2015) on dynamically "
+            "binarised MNIST: two stochastic layers of 100 and 50 Gaussian units; the "
+            "deterministic blocks are two tanh layers of 200 units between x and z_1 and of "
+            "100 units between z_1 and z_2, in both directions; Bernoulli pixels; trained on "
+            "the importance-weighted bound with k = 50 samples."
+        ),
+        "paper": (
+            "Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders, "
+            "arXiv:1509.00519, table 1, IWAE with two stochastic layers, k = 50 (82.90 nats "
+            "after 3,280 epochs)."
+        ),
+        "model": {
+            "class_name": "tfdlgm>LadderVAE",
+            "config": {
+                "latent_dims": [100, 50],
+                "hidden": [200, 100],
+                "layers_per_block": 2,
+                "ladder": False,
+                "batch_norm": False,
+                "activation": "tanh",
+                "likelihood": "bernoulli",
+                "objective": {"name": "iwae", "num_samples": 50},
+                "seed": 0,
+            },
+        },
+        "optimizer": {
+            "class_name": "Adam",
+            "config": {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
+        },
+        "optimizer_text": (
+            "Adam (learning rate 1e-3, epsilon 1e-4; the paper decays the rate by 10^(-1/7) "
+            "after 3^i epochs and uses batches of 20)"
+        ),
+        "objective_text": "importance-weighted bound L_50",
+        "paper_epochs": 3280,
+        "reference_text": (
+            "For reference, Burda et al. report L_5000 = -82.90 for this model after 3,280 epochs."
+        ),
+        "batch_size": 100,
+        "data": 'tfdlgm.datasets.mnist("train", binarize="dynamic", batch_size=100, seed=0)',
+    },
+    "lvae-mnist": {
+        "description": (
+            "Ladder variational autoencoder (Sønderby et al. 2016) on dynamically binarised "
+            "MNIST: five stochastic layers of 64, 32, 16, 8 and 4 Gaussian units, deterministic "
+            "blocks of two leaky-rectifier layers of 512, 256, 128, 64 and 32 units with batch "
+            "normalisation, precision-weighted merge of the bottom-up and top-down passes, "
+            "Bernoulli pixels, trained on the ELBO with KL warm-up."
+        ),
+        "paper": (
+            "Sønderby, Raiko, Maaløe, Sønderby & Winther (2016), Ladder Variational "
+            "Autoencoders, arXiv:1602.02282, table 1 (81.74 nats with batch normalisation, "
+            "warm-up and importance-weighted fine-tuning)."
+        ),
+        "model": {
+            "class_name": "tfdlgm>LadderVAE",
+            "config": {
+                "latent_dims": [64, 32, 16, 8, 4],
+                "hidden": [512, 256, 128, 64, 32],
+                "layers_per_block": 2,
+                "ladder": True,
+                "batch_norm": True,
+                "activation": "leaky_relu",
+                "likelihood": "bernoulli",
+                "seed": 0,
+            },
+        },
+        "optimizer": {
+            "class_name": "Adam",
+            "config": {"learning_rate": 2e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
+        },
+        "optimizer_text": "Adam (learning rate 2e-3, epsilon 1e-4)",
+        "objective_text": "ELBO with one sample, KL warm-up over the first 100 epochs",
+        "warm_up_epochs": 100,
+        "paper_epochs": 2000,
+        "reference_text": (
+            "For reference, Sønderby et al. report L_5000 = -81.74 for this model after 2,000 "
+            "epochs of training and importance-weighted fine-tuning."
+        ),
+        "batch_size": 256,
+        "data": 'tfdlgm.datasets.mnist("train", binarize="dynamic", batch_size=256, seed=0)',
+    },
 }
 
 
@@ -119,59 +203,38 @@ def build(recipe):
     return model
 
 
-class Checkpoint(keras.callbacks.Callback):
-    """Writes the model (with optimizer state), its weights and the progress every epoch.
+class WallClock(keras.callbacks.Callback):
+    """Adds the training wall time so far (`wall_seconds`, across resumes) to each epoch's logs,
+    which the checkpoint's `state.json` keeps, and stops before an epoch that would end past
+    `max_seconds` (the median of the last 10 epochs predicts it)."""
 
-    Each file is written under a temporary name in the same folder then `os.replace`d, so a
-    crash leaves the previous checkpoint whole.
-    """
-
-    def __init__(self, folder, start_epoch, start_seconds, max_seconds):
+    def __init__(self, start_seconds=0.0, max_seconds=None):
         super().__init__()
-        self.folder = folder
-        self.start_epoch = start_epoch
-        self.start_seconds = start_seconds
-        self.max_seconds = max_seconds
-        self.epochs_done = start_epoch
         self.seconds = start_seconds
-        self._began = None
-        self._epoch_began = None
+        self.max_seconds = max_seconds
         self.epoch_seconds = []
-
-    def on_train_begin(self, logs=None):
-        self._began = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_began = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_seconds.append(time.perf_counter() - self._epoch_began)
-        self.epochs_done = epoch + 1
-        self.seconds = self.start_seconds + time.perf_counter() - self._began
-        os.makedirs(self.folder, exist_ok=True)
-        _atomic(self.model.save, os.path.join(self.folder, "model.keras"))
-        _atomic(self.model.save_weights, os.path.join(self.folder, "model.weights.h5"))
-        state = {"epochs": self.epochs_done, "seconds": self.seconds, "logs": _floats(logs)}
-        _atomic(lambda path: _write_json(path, state), os.path.join(self.folder, "state.json"))
+        self.seconds += self.epoch_seconds[-1]
+        if logs is not None:
+            logs["wall_seconds"] = self.seconds
         typical = float(np.median(self.epoch_seconds[-10:]))
         if self.max_seconds is not None and self.seconds + typical > self.max_seconds:
             self.model.stop_training = True
 
 
-def _atomic(write, path):
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, f"tmp-{os.getpid()}-{name}")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def _write_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-
-
-def _floats(logs):
-    return {key: float(value) for key, value in (logs or {}).items()}
+def _checkpoint_logs(folder):
+    """The last checkpointed epoch and its logs, `(0, {})` before the first."""
+    path = os.path.join(folder, training.STATE_FILE)
+    if not os.path.isfile(path):
+        return 0, {}
+    with open(path) as f:
+        state = json.load(f)
+    return state["epoch"], state.get("logs", {})
 
 
 def evaluate(model, ll_examples, seed=0):
@@ -204,7 +267,7 @@ def slice_figures(model):
     }
 
 
-def card_text(name, recipe, training, figures, slice_, latent_dims):
+def card_text(name, recipe, recorded, figures, slice_, latent_dims):
     ll = figures["log_likelihood_examples"]
     ll_on = "all 10,000 test images" if ll >= 10_000 else f"the first {ll:,} test images"
     kl = ", ".join(f"{k:.2f}" for k in figures["kl"])
@@ -234,15 +297,15 @@ model.fit(tfdlgm.datasets.mnist("train"), epochs=1)   # fine-tune with plain Ker
 ## Training
 
 ```bash
-{training["command"]}
+{recorded["command"]}
 ```
 
-- Epochs: {training["epochs"]} ({paper_epochs}; see the figures for \
+- Epochs: {recorded["epochs"]} ({paper_epochs}; see the figures for \
 how far this preset is from converged)
 - Batch size: {recipe["batch_size"]}, {recipe["optimizer_text"]}, {recipe["objective_text"]}
 - Data: 50,000 MNIST training images, dynamically binarised (`{recipe["data"]}`)
-- Wall time: {training["wall_time_minutes"]:.1f} min of training on {training["device"]}, \
-backend {training["backend"]}
+- Wall time: {recorded["wall_time_minutes"]:.1f} min of training on {recorded["device"]}, \
+backend {recorded["backend"]}
 
 ## Measured figures (nats, test set binarised once with seed 0)
 
@@ -273,42 +336,38 @@ def main(argv=None):
     args = parser.parse_args(argv)
     recipe = RECIPES[args.name]
     checkpoints = os.path.join(args.workdir, "checkpoints", args.name)
-    state = {"epochs": 0, "seconds": 0.0}
     keras.utils.set_random_seed(0)
-    if args.resume:
-        with open(os.path.join(checkpoints, "state.json")) as f:
-            state = json.load(f)
-        model = keras.models.load_model(os.path.join(checkpoints, "model.keras"))
-        print(f"Resumed {args.name} at epoch {state['epochs']} ({state['seconds']:.0f} s)")
-    else:
-        model = build(recipe)
+    done, logs = _checkpoint_logs(checkpoints) if args.resume else (0, {})
+    if done:
+        print(f"Resuming {args.name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
-    checkpoint = Checkpoint(checkpoints, state["epochs"], state["seconds"], max_seconds)
-    if state["epochs"] < args.epochs:
-        model.fit(
-            tfdlgm.datasets.mnist("train", batch_size=recipe["batch_size"], seed=0),
-            epochs=args.epochs,
-            initial_epoch=state["epochs"],
-            verbose=2,
-            callbacks=[
-                keras.callbacks.TensorBoard(os.path.join(args.workdir, "logs", args.name)),
-                checkpoint,
-            ],
-        )
+    clock = WallClock(logs.get("wall_seconds", 0.0), max_seconds)
+    model = training.train(
+        build(recipe),
+        tfdlgm.datasets.mnist("train", batch_size=recipe["batch_size"], seed=0),
+        epochs=max(args.epochs, done),
+        logdir=os.path.join(args.workdir, "logs", args.name),
+        checkpoint_dir=checkpoints,
+        resume=args.resume,
+        warm_up_epochs=recipe.get("warm_up_epochs"),
+        callbacks=[clock],
+        verbose=2,
+    ).model
+    epochs_done = _checkpoint_logs(checkpoints)[0]
     device = (
         args.device
         or f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores, shared)"
     )
     arguments = shlex.join(sys.argv[1:] if argv is None else argv)
     command = f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
-    training = {
+    recorded = {
         "command": command,
-        "epochs": checkpoint.epochs_done,
+        "epochs": epochs_done,
         "batch_size": recipe["batch_size"],
         "optimizer": recipe["optimizer"],
         "objective": recipe["objective_text"],
         "data": recipe["data"],
-        "wall_time_minutes": round(checkpoint.seconds / 60, 1),
+        "wall_time_minutes": round(clock.seconds / 60, 1),
         "device": device,
         "backend": keras.backend.backend(),
     }
@@ -326,9 +385,9 @@ def main(argv=None):
     zoo.save_preset(
         model,
         args.out or os.path.join(ZOO_DIR, args.name),
-        recipe={**training, "paper": recipe["paper"]},
+        recipe={**recorded, "paper": recipe["paper"]},
         figures={**figures, "protocol": protocol, "test_slice": slice_},
-        card_text=card_text(args.name, recipe, training, figures, slice_, model.latent_dims),
+        card_text=card_text(args.name, recipe, recorded, figures, slice_, model.latent_dims),
     )
     return 0 if math.isfinite(figures["elbo"]) else 1
 
