@@ -1,6 +1,16 @@
 """tfdlgm: deep latent Gaussian models as Keras 3 models with TensorFlow Probability latents."""
 
-from tfdlgm import backend, callbacks, datasets, distributions, impute, models, objectives, zoo
+from tfdlgm import (
+    backend,
+    callbacks,
+    datasets,
+    distribute,
+    distributions,
+    impute,
+    models,
+    objectives,
+    zoo,
+)
 
 __version__ = "0.1.0"
 
@@ -8,6 +18,7 @@ __all__ = [
     "backend",
     "callbacks",
     "datasets",
+    "distribute",
     "distributions",
     "impute",
     "models",

@@ -1,9 +1,11 @@
 """The one module that asks which Keras backend runs.
 
 Everything backend-specific lives here: TensorFlow Probability's substrate for the active
-backend (`tfd`, `tfb`, `linalg`), the conversion of a Keras seed into a seed TFP accepts, and
-the few numerical helpers `keras.ops` lacks. Model code imports from here and stays
-backend-agnostic.
+backend (`tfd`, `tfb`, `linalg`), the conversion of a Keras seed into a seed TFP accepts (one
+stream per replica under `tf.distribute`), compiled and device-sharded model functions, the
+global-batch mean of a data-parallel loss, and the few numerical helpers `keras.ops` lacks.
+Model code imports from here and stays backend-agnostic; `tfdlgm.distribute` picks each
+backend's data-parallel engine.
 
 Supported backends: TensorFlow (the default) and JAX. Under JAX nothing here imports
 TensorFlow, so the package runs where TensorFlow is not installed.
@@ -58,11 +60,74 @@ def tfp_seed(seed_generator):
 
     seed = draw_seed(seed_generator)
     if name == "tensorflow":
-        return _tf.cast(seed, "int32")
+        seed = _tf.cast(seed, "int32")
+        context = _replica_context()
+        if context is not None:  # replicas share the generator's state: one stream each
+            seed = _tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+        return seed
     return seed
 
 
-def compile_model_function(model, fn):
+def _replica_context():
+    """The `tf.distribute` replica context when several replicas run this code, else None.
+
+    Under JAX a data-parallel step is one program over the global batch: always None.
+    """
+    if name != "tensorflow":
+        return None
+    context = _tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def num_replicas():
+    """The number of devices a batch is split over: those of Keras' distribution (JAX) or of
+    the `tf.distribute` strategy in scope (TensorFlow); 1 outside `distribute.data_parallel`."""
+    if name == "tensorflow":
+        return _tf.distribute.get_strategy().num_replicas_in_sync
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return 1
+    return distribution.device_mesh.shape[distribution.device_mesh.axis_names.index("batch")]
+
+
+def multi_worker_logs(logs):
+    """`logs` (a dict of scalars) as Keras' train and test steps can reduce them.
+
+    Under TensorFlow's `MultiWorkerMirroredStrategy`, Keras 3.15 reduces each log across the
+    replicas with `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar: there
+    each becomes a `[1]` tensor (the reduction returns the mean over replicas, a scalar).
+    Elsewhere `logs` is returned as it is.
+    """
+    if name == "tensorflow" and isinstance(
+        _tf.distribute.get_strategy(), _tf.distribute.MultiWorkerMirroredStrategy
+    ):
+        return {key: ops.reshape(value, (1,)) for key, value in logs.items()}
+    return logs
+
+
+def global_mean(values):
+    """The mean of per-example `values` `[B]` over the global batch, as the loss to minimise.
+
+    Under a `tf.distribute` strategy each replica holds B_r of the N examples and the
+    strategy sums the replicas' gradients, so each replica returns its share of the mean:
+
+    ```none
+    loss_r = sum_{n in replica r} values_n / N,    N = sum_r B_r     (all-reduced)
+    ```
+
+    Elsewhere (one device, or JAX's data parallelism, one program over the global batch) it
+    is `mean(values)`.
+    """
+    context = _replica_context()
+    if context is None:
+        return ops.mean(values)
+    count = context.all_reduce("sum", ops.cast(ops.shape(values)[0], values.dtype))
+    return ops.sum(values) / count
+
+
+def compile_model_function(model, fn, batch_axis=0):
     """Compiles `fn(x, *static)`, a function of a batch that reads (and may update) the
     variables of `model`, its seed generator's state included.
 
@@ -71,13 +136,66 @@ def compile_model_function(model, fn):
     `tf.function` compiled by XLA. `static` arguments (Python ints such as a number of
     samples) key one compiled function each.
 
+    Inside `tfdlgm.distribute.data_parallel` the examples are split across the devices: the
+    batch is padded with copies of its last row to a multiple of the device count (the
+    padding's outputs are dropped), then placed by Keras' data layout (JAX) or run by
+    `strategy.run` on one shard per replica (TensorFlow).
+
+    Args:
+        batch_axis: the axis of `fn`'s output that indexes the examples of `x`.
+
     Returns:
         `run(x, *static)`, the compiled `fn`; the model's variables hold their new values after.
     """
-    if name == "tensorflow":
-        compiled = _tf.function(fn, jit_compile=True, reduce_retracing=True)
-        return lambda x, *static: compiled(_tf.convert_to_tensor(x), *static)
+    compiled = _compile_tensorflow(fn) if name == "tensorflow" else _compile_jax(model, fn)
 
+    def run(x, *static):
+        replicas = _replicas_of(model)
+        if replicas == 1:
+            return compiled(x, *static)
+        rows = x.shape[0]
+        padding = -rows % replicas
+        if padding:
+            x = ops.concatenate([x, ops.repeat(x[-1:], padding, axis=0)], axis=0)
+        if name == "tensorflow":
+            out = _run_per_replica(model.distribute_strategy, compiled, x, static, batch_axis)
+        else:
+            distribution = keras.distribution.distribution()
+            layout = distribution.get_data_layout(x.shape)
+            out = compiled(keras.distribution.distribute_tensor(x, layout), *static)
+        return out if not padding else ops.take(out, ops.arange(rows), axis=batch_axis)
+
+    return run
+
+
+def _replicas_of(model):
+    """Devices `model`'s compiled functions split a batch over: those of the strategy the
+    model was built under (TensorFlow), of Keras' active distribution (JAX)."""
+    if name == "tensorflow":
+        return model.distribute_strategy.num_replicas_in_sync
+    return num_replicas()
+
+
+def _run_per_replica(strategy, compiled, x, static, batch_axis):
+    """`compiled` on one shard of `x` per replica of `strategy`; the outputs joined."""
+    shards = _tf.split(_tf.convert_to_tensor(x), strategy.num_replicas_in_sync)
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: shards[context.replica_id_in_sync_group]
+    )
+    out = strategy.run(compiled, args=(values, *static))
+    return _tf.concat(strategy.experimental_local_results(out), axis=batch_axis)
+
+
+def _compile_tensorflow(fn):
+    compiled = _tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+    def run(x, *static):
+        return compiled(_tf.convert_to_tensor(x), *static)
+
+    return run
+
+
+def _compile_jax(model, fn):
     import jax
 
     cache = {}

@@ -23,6 +23,7 @@ model, an unknown preset: one line on stderr, no traceback), 2 on a usage error 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import sys
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument("--checkpoint-dir", help="checkpoint every epoch into this folder")
     fitting.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     fitting.add_argument("--output", type=_keras_file, help="save the trained model (.keras)")
+    _add_devices_argument(fitting)
     train.set_defaults(command="train", run=_train)
 
     evaluate = verbs.add_parser(
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--k-examples", type=_positive_int, help="L_k on the first N only; default: --examples"
     )
     evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
+    _add_devices_argument(evaluate)
     evaluate.set_defaults(command="eval", run=_eval)
 
     sample = verbs.add_parser(
@@ -210,11 +213,18 @@ def _zoo_card(args):
 def _train(args):
     import keras
 
-    from tfdlgm import datasets, training
-
     if args.resume and args.checkpoint_dir is None:
         raise CommandError("--resume needs --checkpoint-dir, the folder to resume from", 2)
     keras.utils.set_random_seed(args.seed)
+    with _data_parallel(args.devices):
+        _train_in_block(args)
+
+
+def _train_in_block(args):
+    import keras
+
+    from tfdlgm import datasets, training
+
     model = _build_model(args)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     arrays = datasets.load_mnist_arrays()
@@ -256,10 +266,11 @@ def _eval(args):
     from tfdlgm import zoo
     from tfdlgm.evaluation import evaluate_protocol
 
-    model = _load_model(args.model)
-    x = _mnist_examples(model, args.split, args.examples)
-    print(f"Evaluating {args.model} on {len(x):,} {args.split} images (k = {args.k:,})...")
-    figures = evaluate_protocol(model, x, k=args.k, seed=args.seed, k_examples=args.k_examples)
+    with _data_parallel(args.devices):
+        model = _load_model(args.model)
+        x = _mnist_examples(model, args.split, args.examples)
+        print(f"Evaluating {args.model} on {len(x):,} {args.split} images (k = {args.k:,})...")
+        figures = evaluate_protocol(model, x, k=args.k, seed=args.seed, k_examples=args.k_examples)
     card = zoo.config(args.model)["figures"] if args.model in zoo.list() else {}
     names = [("ELBO", "elbo", "elbo")] + [
         (f"L_{j}", f"L_{j}", "log_likelihood" if j == 5000 else f"L_{j}")
@@ -528,6 +539,24 @@ def _mask(text):
             f"must be bottom-half or random:P with 0 < P < 1 the fraction missing, got {text!r}"
         )
     return ("random", missing)
+
+
+def _add_devices_argument(parser):
+    parser.add_argument(
+        "--devices",
+        type=_positive_int,
+        help="data-parallel over the first N accelerators (else CPU devices): "
+        "tfdlgm.distribute.data_parallel(N); default: one device",
+    )
+
+
+def _data_parallel(devices):
+    """`tfdlgm.distribute.data_parallel(devices)`, or no block when `devices` is None."""
+    if devices is None:
+        return contextlib.nullcontext()
+    from tfdlgm import distribute
+
+    return distribute.data_parallel(devices)
 
 
 def _add_model_argument(parser):

@@ -20,7 +20,7 @@ so `Objective.loss` receives the model.
 
 from keras import ops
 
-from tfdlgm.backend import log_mean_exp, tfd
+from tfdlgm.backend import global_mean, log_mean_exp, tfd
 
 
 def reconstruction(trace, x):
@@ -285,7 +285,7 @@ class ScoreFunction(Objective):
         if self.control_variate:
             signal = signal - ops.convert_to_tensor(self.baseline)
             if training:
-                self._update_baseline(ops.mean(ops.stop_gradient(f)))
+                self._update_baseline(global_mean(ops.mean(ops.stop_gradient(f), axis=0)))
         score = signal * (log_q - ops.stop_gradient(log_q))
         return -ops.mean(score + f, axis=0)
 

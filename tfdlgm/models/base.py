@@ -15,7 +15,13 @@ from keras import ops
 
 from tfdlgm import impute as imputation
 from tfdlgm import objectives, validation
-from tfdlgm.backend import StreamingLogMeanExp, compile_model_function, tfp_seed
+from tfdlgm.backend import (
+    StreamingLogMeanExp,
+    compile_model_function,
+    global_mean,
+    multi_worker_logs,
+    tfp_seed,
+)
 from tfdlgm.distributions import OBSERVATIONS, observation_layer, standard_normal
 
 # The key of the random stream's state among the model's own saved variables.
@@ -129,8 +135,11 @@ class LatentModel(keras.Model):
         return outputs
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean per-example surrogate loss plus weight losses (e.g. a prior on weights)."""
-        loss = ops.mean(y_pred["loss"])
+        """Mean per-example surrogate loss plus weight losses (e.g. a prior on weights).
+
+        The mean is over the global batch when training data-parallel (`backend.global_mean`).
+        """
+        loss = global_mean(y_pred["loss"])
         for weight_loss in self.losses:
             loss = loss + self._aggregate_additional_loss(weight_loss)
         return loss
@@ -140,7 +149,7 @@ class LatentModel(keras.Model):
         self.reconstruction_tracker.update_state(y_pred["reconstruction"])
         for i, tracker in enumerate(self.kl_trackers):
             tracker.update_state(y_pred[f"kl_{i + 1}"])
-        return self.get_metrics_result()
+        return multi_worker_logs(self.get_metrics_result())
 
     def fit(self, x=None, *args, **kwargs):
         """`keras.Model.fit`; array data is validated first (shape, dtype, support).
@@ -203,7 +212,7 @@ class LatentModel(keras.Model):
         x = self._check_x(x)
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
-        log_weights = self._compiled("log_weights", self._log_weights_batch)
+        log_weights = self._compiled("log_weights", self._log_weights_batch, batch_axis=1)
         chunk = max(1, min(num_samples, _ROWS_PER_CHUNK // batch_size))
         out = []
         with self._seeded(seed):
@@ -222,11 +231,11 @@ class LatentModel(keras.Model):
         trace = self.infer(x, num_samples, self.seed_generator)
         return objectives.log_importance_weights(trace, x)  # [S, B]
 
-    def _compiled(self, key, fn):
+    def _compiled(self, key, fn, batch_axis=0):
         """`fn` compiled once per model (`backend.compile_model_function`)."""
         cache = self.__dict__.setdefault("_compiled_functions", {})
         if key not in cache:
-            cache[key] = compile_model_function(self, fn)
+            cache[key] = compile_model_function(self, fn, batch_axis)
         return cache[key]
 
     @contextlib.contextmanager

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from tfdlgm import validation
-from tfdlgm.backend import tfp_seed
+from tfdlgm.backend import tfd, tfp_seed
 from tfdlgm.distributions import POSTERIORS, SUPPORT_BINARY, posterior_layer, standard_normal
 from tfdlgm.layers import MLP
 from tfdlgm.models.base import LatentModel
@@ -217,10 +217,12 @@ class DLGM(LatentModel):
         """v with bit-flip (binary data) or drop-out noise at rate `input_noise` when training."""
         if not training or self.input_noise is None:
             return x
+        hit = tfd.Bernoulli(probs=ops.cast(self.input_noise, x.dtype), dtype="bool").sample(
+            ops.shape(x), seed=tfp_seed(seed_generator)
+        )
         if self.support == SUPPORT_BINARY:
-            uniform = keras.random.uniform(ops.shape(x), seed=seed_generator, dtype=x.dtype)
-            return ops.where(uniform < self.input_noise, 1.0 - x, x)
-        return keras.random.dropout(x, self.input_noise, seed=seed_generator)
+            return ops.where(hit, 1.0 - x, x)
+        return ops.where(hit, ops.zeros_like(x), x / (1.0 - self.input_noise))
 
     def get_config(self):
         return {
