@@ -134,9 +134,38 @@ def markdown(results: dict) -> str:
     header = ["model", "variant", "call", "per second", "GFLOP/s", "% of FP32 peak", "error"]
     out += ["", _table(header, rows)]
 
+    out += ["", "## Data-parallel scaling", "", _scaling_markdown(results.get("scaling"))]
+
     out += ["", "## Likelihood: the zoo against the papers", ""]
     out.append(_zoo_markdown(results.get("zoo")))
     return "\n".join(out) + "\n"
+
+
+def _scaling_markdown(scaling):
+    if not scaling or scaling.get("status") != "measured":
+        return "Not run in this mode (full and smoke modes run it)."
+    settings = scaling["settings"]
+    text = (
+        f"`fit` examples/s of {settings['model']} at a global batch of {settings['batch_size']} "
+        "split across the devices (`tfdlgm.distribute.data_parallel`; one device: no block). "
+        f"{scaling['meaning']}\n\n"
+    )
+    header = ["backend", "devices", "engine", "examples/s", "best window", "vs 1 device", "error"]
+    rows = []
+    for run in scaling["runs"]:
+        kind = (
+            "virtual CPU"
+            if run["virtual"]
+            else "GPU"
+            if "gpu" in run.get("accelerator", "")
+            else ""
+        )
+        rows.append(
+            [run["backend"], f"{run['devices']} {kind}".strip(), run.get("engine", "-")]
+            + [run.get("examples_per_second"), run.get("best_examples_per_second")]
+            + [_ratio(run.get("speed_up")), run.get("error", "")[:200]]
+        )
+    return text + _table(header, rows)
 
 
 def _of_peak(entry, peak):

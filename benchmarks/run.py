@@ -31,6 +31,11 @@ windows after a warm-up window (compilation excluded), with every window's time 
 * achieved GFLOP/s, counting the dense layers only (2 * in * out per example per layer
   forward, x3 for forward and backward; for L_5000, k decoder passes per image), and, on a GPU
   whose peak is known, the fraction of its FP32 peak;
+* data-parallel scaling (full and smoke modes): `fit` examples/s at one global batch on 1, 2,
+  4, ... devices, one process per count, for TensorFlow (`MirroredStrategy`) and JAX
+  (`keras.distribution.DataParallel`) through `tfdlgm.distribute.data_parallel`; the zoo VAE at
+  batch 1000 in full mode. Without an accelerator it runs on 2 virtual CPU devices that share
+  the same cores: the machinery's cost, not a speed-up (the report says which it measured);
 * the likelihood table: every zoo preset's recorded figures (ELBO, L_1, L_5, L_50, L_5000, KL
   per layer, active units; `zoo/<name>/config.json`) against the published figure; in full mode
   re-measured by `tfdlgm.evaluation.evaluate_protocol` on the first `--remeasure` test images
@@ -102,6 +107,7 @@ PLANS = {
         "sample": {"examples": 100, "windows": 1},
         "log_likelihood": {"images": 1, "k": 100, "windows": 1},
         "remeasure": 0,
+        "scaling": {"model": "tiny VAE 784-16-2", "batch_size": 100, "steps": 2, "windows": 1},
     },
     "quick": {
         "models": ["VAE 784-200-200-50 (zoo)"],
@@ -110,6 +116,7 @@ PLANS = {
         "sample": {"examples": 1000, "windows": 3},
         "log_likelihood": {"images": 2, "k": 5000, "windows": 1},
         "remeasure": 0,
+        "scaling": None,
     },
     "full": {
         "models": [
@@ -122,8 +129,17 @@ PLANS = {
         "sample": {"examples": 10000, "windows": 3},
         "log_likelihood": {"images": 10, "k": 5000, "windows": 2},
         "remeasure": 100,
+        "scaling": {
+            "model": "VAE 784-200-200-50 (zoo)",
+            "batch_size": 1000,
+            "steps": 10,
+            "windows": 5,
+        },
     },
 }
+
+# The backends the scaling table runs (one process per backend and device count).
+SCALING_VARIANTS = ("tensorflow", "jax")
 
 # The Keras variants, one subprocess each.
 VARIANTS = {
@@ -232,6 +248,8 @@ def main(argv=None):
         if spec["zoo"]:
             results["zoo"] = results["variants"][name].pop("zoo", None)
     results["peer"] = _run_peer(plan, skip=args.smoke or args.no_peer)
+    backends = [b for b in SCALING_VARIANTS if b in {VARIANTS[v]["backend"] for v in variants}]
+    results["scaling"] = _run_scaling(plan, device, backends)
     results["load_average_end"] = os.getloadavg()
     results["seconds"] = round(time.perf_counter() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -284,6 +302,52 @@ def _run_peer(plan, skip):
     return result
 
 
+def scaling_device_counts(device: dict) -> tuple[list[int], bool, str]:
+    """The device counts the scaling table runs, whether they are virtual CPU devices, and
+    what the figures mean on this machine."""
+    gpus = device.get("gpu_count") or 0
+    if gpus >= 2:
+        counts = sorted({1, gpus} | {2**i for i in range(1, gpus.bit_length()) if 2**i <= gpus})
+        return counts, False, f"{gpus} GPUs: a real scaling figure (one process, {gpus} devices)."
+    if gpus == 1:
+        return (
+            [1],
+            False,
+            (
+                "One GPU: no scaling figure (splitting one GPU logically measures nothing useful); "
+                "the row is the single-device baseline."
+            ),
+        )
+    return (
+        [1, 2],
+        True,
+        (
+            "No accelerator: 2 virtual CPU devices share the same cores, so this shows the "
+            "data-parallel machinery's cost, not a speed-up."
+        ),
+    )
+
+
+def _run_scaling(plan, device, backends):
+    """Training throughput against the number of devices, one process per count."""
+    settings = plan.get("scaling")
+    if not settings or not backends:
+        return {"status": "not run in this mode"}
+    counts, virtual, meaning = scaling_device_counts(device)
+    runs = []
+    for backend in backends:
+        for devices in counts:
+            print(f"[bench] scaling: {backend} on {devices} device(s) ...", flush=True)
+            spec = {"kind": "scaling", "devices": devices, "virtual": virtual, **settings}
+            entry = _run_child(spec, {"KERAS_BACKEND": backend})
+            runs.append({"backend": backend, "devices": devices, "virtual": virtual, **entry})
+    for run in runs:
+        base = next(r for r in runs if r["backend"] == run["backend"] and r["devices"] == 1)
+        if "examples_per_second" in run and "examples_per_second" in base:
+            run["speed_up"] = run["examples_per_second"] / base["examples_per_second"]
+    return {"status": "measured", "meaning": meaning, "settings": settings, "runs": runs}
+
+
 def detect_device() -> dict:
     """The machine the run measures: the GPU (nvidia-smi) if there is one, else the CPU."""
     cpu = platform.processor() or platform.machine()
@@ -295,7 +359,7 @@ def detect_device() -> dict:
     except OSError:
         pass
     cores = os.cpu_count()
-    device = {"cpu": cpu, "cpu_cores": cores, "gpu": None}
+    device = {"cpu": cpu, "cpu_cores": cores, "gpu": None, "gpu_count": 0}
     try:
         names = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
@@ -303,7 +367,9 @@ def detect_device() -> dict:
             text=True,
             timeout=30,
         ).stdout.split("\n")
-        device["gpu"] = names[0].strip() or None
+        names = [n.strip() for n in names if n.strip()]
+        device["gpu"] = names[0] if names else None
+        device["gpu_count"] = len(names)
     except (OSError, subprocess.SubprocessError):
         pass
     name = device["gpu"] or f"cpu-{cores}cores"
@@ -452,9 +518,11 @@ def _default_tensorflow_variant(results):
 
 
 def _worker(spec):
-    plan = spec["plan"]
-    plan["batches"] = {int(b): s for b, s in plan["batches"].items()}
-    if spec["kind"] == "torch":
+    plan = spec.get("plan", {})
+    plan["batches"] = {int(b): s for b, s in plan.get("batches", {}).items()}
+    if spec["kind"] == "scaling":
+        result = _scaling_worker(spec)
+    elif spec["kind"] == "torch":
         result = _torch_worker(plan)
     else:
         result = _keras_worker(spec, plan)
@@ -551,6 +619,35 @@ def _keras_worker(spec, plan):
     if spec.get("zoo"):
         result["zoo"] = _zoo_table(plan["remeasure"])
     return result
+
+
+def _scaling_worker(spec):
+    """`fit` examples/s at one global batch on `spec["devices"]` devices: one device without a
+    block, more inside `tfdlgm.distribute.data_parallel` (the global batch split across them).
+    Virtual CPU devices are made first, before the backend starts."""
+    import contextlib
+
+    import keras
+
+    import tfdlgm
+
+    devices = spec["devices"]
+    if spec["virtual"] and devices > 1:
+        tfdlgm.distribute.virtual_cpu_devices(devices)
+    block = tfdlgm.distribute.data_parallel(devices) if devices > 1 else contextlib.nullcontext()
+    with block as engine:
+        model = _build(tfdlgm, spec["model"])
+        entry = _time_fit(model, spec["batch_size"], spec["steps"], spec["windows"], "auto")
+        replicas = tfdlgm.distribute.num_replicas()
+    return {
+        "model": spec["model"],
+        "batch_size": spec["batch_size"],
+        "engine": "none" if engine is None else type(engine).__name__,
+        "replicas": replicas,
+        "accelerator": _accelerator(),
+        "keras": keras.__version__,
+        **entry,
+    }
 
 
 def _build(tfdlgm, name):

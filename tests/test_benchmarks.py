@@ -7,6 +7,7 @@
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -14,6 +15,26 @@ import pytest
 
 TIMEOUT = 600
 TINY_TRAIN_FLOPS = 3 * 2 * (784 * 16 + 2 * 16 * 2 + 2 * 16 + 16 * 784)  # enc, mu+sigma, dec
+
+
+def _suite():
+    """benchmarks/run.py as a module (it is a script, not part of the package)."""
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "gpus, counts, virtual",
+    [(0, [1, 2], True), (1, [1], False), (2, [1, 2], False), (6, [1, 2, 4, 6], False)],
+)
+def test_scaling_runs_the_devices_the_machine_has(gpus, counts, virtual):
+    found, is_virtual, meaning = _suite().scaling_device_counts({"gpu_count": gpus})
+    assert (found, is_virtual) == (counts, virtual)
+    assert ("not a speed-up" in meaning) == virtual
+    assert ("no scaling figure" in meaning) == (gpus == 1)
 
 
 def _bench(tmp_path, *args):
@@ -50,6 +71,15 @@ def test_smoke_writes_json_and_markdown(tmp_path):
     assert results["peer"]["status"].startswith("skipped")
     assert [goal["status"] for goal in results["goals"]][:2] == ["not measured"] * 2
     assert {row["preset"] for row in results["zoo"]} >= {"vae-mnist"}
+    scaling = results["scaling"]
+    assert scaling["status"] == "measured"
+    assert [(r["backend"], r["devices"]) for r in scaling["runs"]] == [(backend, 1), (backend, 2)]
+    one, two = scaling["runs"]
+    assert (one["replicas"], one["engine"]) == (1, "none")
+    expected = "DataParallel" if backend == "jax" else "MirroredStrategy"
+    assert (two["replicas"], two["engine"], two["virtual"]) == (2, expected, True)
+    assert two["speed_up"] == pytest.approx(two["examples_per_second"] / one["examples_per_second"])
+    assert "## Data-parallel scaling" in text and "virtual CPU devices" in text
     for heading in ("## Goals", "## Training throughput", "## Likelihood"):
         assert heading in text
     assert "| vae-mnist | VAE |" in text

@@ -183,3 +183,25 @@ def test_eval_devices_option(mnist_path):
     else:
         assert two.returncode == 1
         assert "`devices` asks for 2 devices" in two.stderr
+
+
+def test_train_devices_option(tmp_path, mnist_path):
+    """`tfdlgm train --devices 2` trains and saves a model (JAX: 2 virtual CPUs); where the
+    process has one device, an error naming `devices`."""
+    output = tmp_path / "tiny.keras"
+    command = [sys.executable, "-m", "tfdlgm.cli", "train", "--model", "vae", "--hidden", "8"]
+    command += ["--latent-dims", "2", "--train-examples", "200", "--epochs", "1"]
+    command += ["--batch-size", "50", "--devices", "2", "--output", str(output)]
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TFDLGM_MNIST": str(mnist_path)}
+    if BACKEND == "jax":
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if BACKEND == "jax":
+        assert run.returncode == 0, run.stderr[-2000:]
+        model = keras.saving.load_model(output)
+        assert model.latent_dims == (2,)
+        assert np.isfinite(model.elbo(np.zeros((3, 784), "float32"))).all()
+    else:
+        assert run.returncode == 1
+        assert "`devices` asks for 2 devices" in run.stderr
+        assert not output.exists()
