@@ -21,3 +21,9 @@ def mnist_path():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def binary_data(rng):
+    probs = rng.uniform(0.05, 0.95, size=(1, 20))
+    return (rng.uniform(size=(256, 20)) < probs).astype("float32")

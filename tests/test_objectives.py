@@ -5,23 +5,12 @@ import scipy.stats
 from keras import ops
 
 from tfdlgm import objectives
-from tfdlgm.models import DLGM
 
 from .gradients import value_and_grad_function
-from .models.dlgm_helpers import linear_gaussian_dlgm
+from .models.dlgm_helpers import linear_gaussian_dlgm, small_dlgm
 from .models.fa_helpers import draw, known_factor_analysis
 
 RECOGNITION = ("recognition", "posterior")
-
-
-@pytest.fixture
-def binary_data(rng):
-    probs = rng.uniform(0.05, 0.95, size=(1, 20))
-    return (rng.uniform(size=(256, 20)) < probs).astype("float32")
-
-
-def small_dlgm(**kwargs):
-    return DLGM(**{"latent_dims": (3, 2), "hidden": (8,), "data_dim": 20, "seed": 0, **kwargs})
 
 
 def gradient_function(model, loss_fn):

@@ -478,34 +478,24 @@ def _print_error(args, error):
     print(f"tfdlgm {args.command}: error: {message}", file=sys.stderr)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}")
-    return value
+def _number(parse, accepts, expected):
+    """An argparse `type`: `parse(text)` when `accepts` the value, else an error naming it."""
+
+    def check(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+
+    return check
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative int, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
-    return value
+_positive_int = _number(int, lambda value: value >= 1, "a positive int")
+_non_negative_int = _number(int, lambda value: value >= 0, "a non-negative int")
+_positive_float = _number(float, lambda value: 0 < value < float("inf"), "a positive finite number")
 
 
 def _int_list(text):

@@ -32,3 +32,7 @@ def linear_gaussian_dlgm(rng, data_dim=5, latent_dim=2, seed=0, **kwargs):
         for target, source in zip(model.posteriors[0].weights, fa.posterior.weights, strict=True):
             target.assign(ops.convert_to_numpy(source))
     return model, fa, params
+
+
+def small_dlgm(**kwargs):
+    return DLGM(**{"latent_dims": (3, 2), "hidden": (8,), "data_dim": 20, "seed": 0, **kwargs})

@@ -6,19 +6,8 @@ from keras import ops
 import tfdlgm
 from tfdlgm.models import DLGM
 
-from .dlgm_helpers import linear_gaussian_dlgm
+from .dlgm_helpers import linear_gaussian_dlgm, small_dlgm
 from .fa_helpers import draw
-
-
-@pytest.fixture
-def binary_data(rng):
-    probs = rng.uniform(0.05, 0.95, size=(1, 20))
-    return (rng.uniform(size=(256, 20)) < probs).astype("float32")
-
-
-def small_dlgm(**kwargs):
-    return DLGM(**{"latent_dims": (3, 2), "hidden": (8,), "data_dim": 20, "seed": 0, **kwargs})
-
 
 # -- the linear-Gaussian DLGM is factor analysis ---------------------------------------------
 
