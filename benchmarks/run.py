@@ -177,8 +177,8 @@ GOAL_OVERHEAD = 0.10
 # -- the parent: plan, subprocesses, report ---------------------------------------------------
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog="benchmarks/run.py"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CI's smoke run: < 3 min on 2 cores")
     mode.add_argument("--smoke", action="store_true", help="seconds: active backend, tiny model")

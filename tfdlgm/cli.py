@@ -332,8 +332,7 @@ def _bench(args):
         )
     import runpy
 
-    sys.argv = [str(suite), *args.arguments]
-    runpy.run_path(str(suite), run_name="__main__")
+    return runpy.run_path(str(suite))["main"](args.arguments, prog="tfdlgm bench")
 
 
 # -- helpers ---------------------------------------------------------------------------------
