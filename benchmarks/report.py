@@ -187,7 +187,7 @@ def _zoo_markdown(zoo):
     if not zoo:
         return "No zoo presets found (or the likelihood table was not run)."
     header = ["preset", "model", "epochs", "ELBO", "L_1", "L_5", "L_50", "L_5000 (images)"]
-    header += ["KL per layer", "active units", "published L_5000", "gap", "source"]
+    header += ["KL per layer", "active units", "published L_5000", "gap", "source", "load s"]
     rows = []
     for row in zoo:
         rec = row["recorded"]
@@ -198,7 +198,7 @@ def _zoo_markdown(zoo):
             + [_fmt(rec[k], 2) for k in ("elbo", "L_1", "L_5", "L_50")]
             + [f"{_fmt(ll, 2)} ({_fmt(row['log_likelihood_examples'])})"]
             + [_fmt(rec["kl"], 2), _fmt(rec["active_units"]), _fmt(row["published"], 2)]
-            + [_fmt(gap, 2), row["published_source"] or "-"]
+            + [_fmt(gap, 2), row["published_source"] or "-", _fmt(row.get("load_seconds"), 2)]
         )
     text = "Recorded figures (nats, `zoo/<name>/config.json`) by the evaluation protocol.\n\n"
     text += _table(header, rows)

@@ -39,7 +39,8 @@ windows after a warm-up window (compilation excluded), with every window's time 
 * the likelihood table: every zoo preset's recorded figures (ELBO, L_1, L_5, L_50, L_5000, KL
   per layer, active units; `zoo/<name>/config.json`) against the published figure; in full mode
   re-measured by `tfdlgm.evaluation.evaluate_protocol` on the first `--remeasure` test images
-  when MNIST is found (`TFDLGM_MNIST`).
+  when MNIST is found (`TFDLGM_MNIST`); and each preset's `zoo.load` wall time (first load in
+  the process, then a second; the goal is well under 5 s on the 2-core CPU).
 
 Goals (reported as met or missed, with the margin; never asserted): the shipped VAE's training
 throughput on the default backend (TensorFlow, default `jit_compile`) >= the PyTorch eager peer;
@@ -788,10 +789,22 @@ def _zoo_table(remeasure):
             "published": published,
             "published_source": source,
         }
+        row["load_seconds"] = _load_seconds(zoo, name)
         if remeasure:
             row["remeasured"] = _remeasure(zoo, name, remeasure)
         rows.append(row)
     return rows
+
+
+def _load_seconds(zoo, name):
+    """`zoo.load(name)` wall time in this process (checksums, deserialisation, weights, the
+    optimizer): the first load (it includes the backend's first compilations) and a second."""
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        zoo.load(name)
+        times.append(round(time.perf_counter() - start, 2))
+    return times
 
 
 def _remeasure(zoo, name, examples):

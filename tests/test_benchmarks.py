@@ -71,6 +71,8 @@ def test_smoke_writes_json_and_markdown(tmp_path):
     assert results["peer"]["status"].startswith("skipped")
     assert [goal["status"] for goal in results["goals"]][:2] == ["not measured"] * 2
     assert {row["preset"] for row in results["zoo"]} >= {"vae-mnist"}
+    assert all(len(row["load_seconds"]) == 2 for row in results["zoo"])
+    assert all(0 < seconds for row in results["zoo"] for seconds in row["load_seconds"])
     scaling = results["scaling"]
     assert scaling["status"] == "measured"
     assert [(r["backend"], r["devices"]) for r in scaling["runs"]] == [(backend, 1), (backend, 2)]

@@ -192,22 +192,17 @@ def test_save_preset_round_trips_and_checks_its_output(tmp_path):
 
 
 def test_loads_under_jax_without_the_mnist_file(tmp_path):
+    """Offline, with an empty Keras cache and no MNIST file (how long it takes is the
+    benchmark suite's `load s` column, not a test)."""
     env = {k: v for k, v in os.environ.items() if k != "TFDLGM_MNIST"}
     env.update(KERAS_BACKEND="jax", KERAS_HOME=str(tmp_path))  # an empty Keras cache
     script = (
-        "import time, tfdlgm, keras\n"
-        "seconds = []\n"
-        "for _ in range(2):\n"
-        "    t = time.perf_counter(); m = tfdlgm.zoo.load('vae-mnist')\n"
-        "    seconds.append(time.perf_counter() - t)\n"
-        "print(keras.backend.backend(), m.sample(3, seed=0).shape, *seconds)"
+        "import tfdlgm, keras\n"
+        "m = tfdlgm.zoo.load('vae-mnist')\n"
+        "print(keras.backend.backend(), m.sample(3, seed=0).shape)"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    line = result.stdout.strip().splitlines()[-1]
-    assert line.startswith("jax (3, 784) "), line
-    first, second = (float(s) for s in line.split()[-2:])
-    # The first load in a process includes JAX compiling the variables' initialisers.
-    assert first < 15 and second < 2, f"zoo.load took {first:.2f} s, then {second:.2f} s"
+    assert result.stdout.strip().splitlines()[-1] == "jax (3, 784)"
