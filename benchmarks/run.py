@@ -6,7 +6,7 @@ Run (from the repository root; `tfdlgm bench [ARGS]` is the same command):
 ```bash
 pip install -e ".[bench,jax]"            # the peer (torch) and the JAX backend
 python benchmarks/run.py --quick         # < 3 min on 2 CPU cores: CI's smoke run
-python benchmarks/run.py                 # full: 3 models, batch 100 and 1000 (~30 min, 2 cores)
+python benchmarks/run.py                 # full (~6 min on 2 idle cores)
 python benchmarks/run.py --smoke --out /tmp/bench   # seconds: the active backend, a tiny model
 tfdlgm bench --quick                     # the same through the CLI
 ```
