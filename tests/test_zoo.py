@@ -79,22 +79,30 @@ def test_every_preset_loads_compiled_and_samples_binary_images(name):
 def test_every_preset_reproduces_the_figures_of_its_card_on_the_test_slice(name, test_slice):
     model = zoo.load(name, compile=False)
     expected = zoo.config(name)["figures"]["test_slice"]
-    out = model(test_slice)
-    # Deterministic given x: the analytic KL and the posterior means, per layer.
-    for i, (posterior, kl) in enumerate(zip(model.encode(test_slice), expected["kl"])):
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(out[f"kl_{i + 1}"]).mean(), kl, rtol=1e-4
-        )
-        np.testing.assert_allclose(
-            np.abs(keras.ops.convert_to_numpy(posterior.mean())).mean(),
-            expected["posterior_mean_abs"][i],
-            rtol=1e-4,
-        )
+    # Per layer, the analytic KL and the mean |posterior mean|, from 4 random streams. Where
+    # they are a function of x alone (one-layer models, a ladder's top layer) they must match
+    # the card to float precision; below a sampled layer (hierarchical models: q and p of
+    # layer i depend on z_{i+1}) the card holds one draw, so the draws' mean is within 5%.
+    draws = np.array([_slice_layer_figures(model, test_slice, seed) for seed in range(4)])
+    recorded = np.array([expected["kl"], expected["posterior_mean_abs"]])  # [2, layers]
+    fixed = np.all(np.isclose(draws, draws[0], rtol=1e-6, atol=0), axis=0)
+    assert fixed[:, -1].all() or len(model.latent_dims) > 1  # one layer: no sampling at all
+    np.testing.assert_allclose(draws[0][fixed], recorded[fixed], rtol=1e-4)
+    np.testing.assert_allclose(draws.mean(axis=0)[~fixed], recorded[~fixed], rtol=0.05)
     # Monte Carlo (10,000 draws; the backends' random streams differ): within 0.3 nats.
     elbo = model.elbo(test_slice, num_samples=100, seed=0).mean()
     np.testing.assert_allclose(elbo, expected["elbo_100_samples_seed_0"], atol=0.3)
     figures = zoo.config(name)["figures"]
     assert figures["elbo"] < figures["L_5"] < figures["L_50"] < figures["log_likelihood"] < 0
+
+
+def _slice_layer_figures(model, x, seed):
+    """`[[KL per layer], [mean |E_q[z_l]| per layer]]` of one pass with the stream at `seed`."""
+    with model._seeded(seed):
+        out = model(x)
+        means = [np.abs(keras.ops.convert_to_numpy(q.mean())).mean() for q in model.encode(x)]
+    kl = [keras.ops.convert_to_numpy(out[f"kl_{i + 1}"]).mean() for i in range(len(means))]
+    return [kl, means]
 
 
 def test_unknown_name_lists_the_presets_and_the_nearest():
