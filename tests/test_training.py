@@ -59,6 +59,27 @@ def test_resume_continues_epochs_and_warm_up(binary_data, tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_initial_epoch_continues_a_model_trained_elsewhere(binary_data, tmp_path):
+    """A preset trained for 2 epochs and fine-tuned to 4: epochs, warm-up and checkpoint
+    count from 2; a checkpoint's own count replaces `initial_epoch` on resume."""
+    history = training.train(
+        _model(),
+        binary_data,
+        epochs=4,
+        checkpoint_dir=tmp_path,
+        warm_up_epochs=4,
+        initial_epoch=2,
+        verbose=0,
+    )
+    assert history.epoch == [2, 3]
+    assert history.history["kl_weight"] == [0.5, 0.75]
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 4
+    resumed = training.train(
+        _model(), binary_data, epochs=5, checkpoint_dir=tmp_path, resume=True, initial_epoch=2
+    )
+    assert resumed.epoch == [4]
+
+
 def test_resume_ignores_a_stray_temporary_file(binary_data, tmp_path):
     training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
     (tmp_path / ".tmp-crashed.keras").write_bytes(b"half a zip file")
@@ -85,6 +106,8 @@ def test_bad_arguments(binary_data, tmp_path):
         training.train(VAE(latent_dim=2, hidden=(8,), data_dim=16), binary_data, epochs=1)
     with pytest.raises(ValueError, match="`epochs` must be a positive int"):
         training.train(_model(), binary_data, epochs=0)
+    with pytest.raises(ValueError, match="`initial_epoch` must be a non-negative int"):
+        training.train(_model(), binary_data, epochs=2, initial_epoch=-1)
     (tmp_path / "state.json").write_text('{"epoch": 1}')
     with pytest.raises(ValueError, match="cannot be resumed.*is not a checkpoint state"):
         training.train(_model(), binary_data, epochs=2, checkpoint_dir=tmp_path, resume=True)

@@ -1,8 +1,11 @@
 """The zoo: shipped presets load, match their checksums and reproduce their card's figures."""
 
+import copy
 import hashlib
+import importlib.util
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -15,6 +18,7 @@ import tfdlgm
 from tfdlgm import zoo
 
 PRESETS = zoo.list()
+ZOO_TRAIN = pathlib.Path(__file__).resolve().parents[1] / "zoo" / "train.py"
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +218,34 @@ def test_loads_under_jax_without_the_mnist_file(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "jax (3, 784)"
+
+
+def _zoo_train():
+    """`zoo/train.py`, the script that trains the presets, imported as a module."""
+    spec = importlib.util.spec_from_file_location("zoo_train", ZOO_TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fine_tuning_starts_from_the_preset_with_the_stage_objective_and_rate():
+    train = _zoo_train()
+    recipe = train.RECIPES["lvae-mnist"]
+    before = copy.deepcopy(recipe)
+    tuned = train.fine_tune_recipe(recipe, zoo.config("lvae-mnist"))
+    assert recipe == before  # the recipe itself is left alone
+    stage = recipe["fine_tune"]
+    config = dict(tuned["model"]["config"])
+    assert config.pop("objective") == stage["objective"] == {"name": "iwae", "num_samples": 10}
+    assert config == recipe["model"]["config"]
+    assert tuned["optimizer"]["config"] == {
+        **recipe["optimizer"]["config"],
+        "learning_rate": stage["learning_rate"],
+    }
+    assert tuned["preset"]["epochs"] == zoo.config("lvae-mnist")["recipe"]["epochs"]
+    # The shipped weights fit the fine-tuning model, which then trains on L_10.
+    model = train.build(tuned)
+    model.set_weights(zoo.load("lvae-mnist", compile=False).get_weights())
+    assert model.objective.get_config() == {"name": "iwae", "num_samples": 10}
+    with pytest.raises(SystemExit):  # a recipe without a fine_tune stage: a usage error
+        train.main(["vae-mnist", "--fine-tune", "--epochs", "1"])

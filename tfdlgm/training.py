@@ -81,6 +81,7 @@ def train(
     callbacks=(),
     warm_up_epochs: int | None = None,
     verbose: int | str = 1,
+    initial_epoch: int = 0,
 ) -> keras.callbacks.History:
     """Trains a compiled `LatentModel` with `model.fit` up to epoch `epochs`.
 
@@ -104,6 +105,10 @@ def train(
         warm_up_epochs: int or None, KL warm-up over that many epochs (`KLWarmUp`): beta
             depends on the epoch alone, so it continues across a resume. Defaults to `None`.
         verbose: `fit`'s `verbose` (1: a progress bar per epoch). Defaults to `1`.
+        initial_epoch: int, the epochs `model` was already trained for elsewhere (a zoo
+            preset being fine-tuned): training runs epochs `initial_epoch + 1 .. epochs` and
+            the warm-up and checkpoints count from there. A resumed checkpoint's own epoch
+            count replaces it. Defaults to `0`.
 
     Returns:
         The `keras.callbacks.History` of `fit`; `history.model` is the model trained.
@@ -132,7 +137,7 @@ def train(
             "`resume=True` needs `checkpoint_dir`, the folder of the checkpoint to continue. "
             "Received: checkpoint_dir=None"
         )
-    initial_epoch = 0
+    initial_epoch = validation.check_nonnegative_int(initial_epoch, "initial_epoch")
     if resume:
         checkpoint = latest_checkpoint(checkpoint_dir)
         if checkpoint is not None:

@@ -12,10 +12,19 @@ from tfdlgm.distributions import SUPPORT_BINARY
 
 def check_positive_int(value, name):
     """Returns `value` if it is an int >= 1, else raises `ValueError` naming `name`."""
+    return _check_int(value, name, 1, "a positive int")
+
+
+def check_nonnegative_int(value, name):
+    """Returns `value` if it is an int >= 0, else raises `ValueError` naming `name`."""
+    return _check_int(value, name, 0, "a non-negative int")
+
+
+def _check_int(value, name, minimum, kind):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive int (>= 1). Received: {name}={value!r}")
+        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be {kind} (>= {minimum}). Received: {name}={value!r}")
     return int(value)
 
 

@@ -16,6 +16,16 @@ the model is evaluated on the test set (fixed binarisation, seed 0) by the evalu
 sec. 5.2: Cov_x(E_q[z_u]) > 0.01), and the preset folder `zoo/<name>/` is written by
 `tfdlgm.zoo.save_preset`. `--epochs` equal to the epochs already done with `--resume`
 only evaluates and writes the preset.
+
+`--fine-tune` starts from the shipped preset `zoo/<name>` instead of from scratch (its weights,
+epoch count and wall time carry on; its optimizer state is not kept) and trains on the recipe's
+`fine_tune` stage: another objective and learning rate, e.g. the importance-weighted
+fine-tuning of Sønderby et al. (2016). `--epochs` counts the preset's epochs too, and the card
+lists both commands:
+
+```bash
+KERAS_BACKEND=jax python zoo/train.py lvae-mnist --fine-tune --epochs 568 [--resume]
+```
 """
 
 import argparse
@@ -185,6 +195,11 @@ RECIPES = {
         "optimizer_text": "Adam (learning rate 2e-3, epsilon 1e-4)",
         "objective_text": "ELBO with one sample, KL warm-up over the first 100 epochs",
         "warm_up_epochs": 100,
+        "fine_tune": {
+            "objective": {"name": "iwae", "num_samples": 10},
+            "learning_rate": 5e-4,
+            "objective_text": "then importance-weighted fine-tuning on L_10 (k = 10)",
+        },
         "paper_epochs": 2000,
         "reference_text": (
             "For reference, Sønderby et al. report L_5000 = -81.74 for this model after 2,000 "
@@ -194,6 +209,30 @@ RECIPES = {
         "data": 'tfdlgm.datasets.mnist("train", binarize="dynamic", batch_size=256, seed=0)',
     },
 }
+
+
+def fine_tune_recipe(recipe, preset):
+    """The recipe of a fine-tuning run from `preset` (the `config.json` of the preset it starts
+    from): the model trains on the `fine_tune` stage's objective and learning rate."""
+    stage = recipe["fine_tune"]
+    model = {**recipe["model"], "config": {**recipe["model"]["config"]}}
+    model["config"]["objective"] = stage["objective"]
+    optimizer = {**recipe["optimizer"], "config": {**recipe["optimizer"]["config"]}}
+    optimizer["config"]["learning_rate"] = stage["learning_rate"]
+    return {
+        **recipe,
+        "model": model,
+        "optimizer": optimizer,
+        "optimizer_text": (
+            f"{recipe['optimizer_text']}, learning rate {stage['learning_rate']:g} while "
+            "fine-tuning"
+        ),
+        "objective_text": (
+            f"{recipe['objective_text']}, {stage['objective_text']} from epoch "
+            f"{preset['recipe']['epochs']}"
+        ),
+        "preset": preset["recipe"],
+    }
 
 
 def build(recipe):
@@ -328,38 +367,60 @@ def main(argv=None):
     parser.add_argument("name", choices=sorted(RECIPES))
     parser.add_argument("--epochs", type=int, required=True, help="total epochs to reach")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/<name>")
-    parser.add_argument("--max-minutes", type=float, default=None, help="training wall budget")
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="training wall budget (all runs together)"
+    )
     parser.add_argument("--ll-examples", type=int, default=10_000, help="test images for L_5000")
     parser.add_argument("--out", default=None, help="preset folder (default zoo/<name>)")
     parser.add_argument("--workdir", default=".", help="where logs/ and checkpoints/ go")
     parser.add_argument("--device", default=None, help="device description for the card")
+    parser.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="start from the shipped preset zoo/<name> and train the recipe's fine_tune stage",
+    )
     args = parser.parse_args(argv)
     recipe = RECIPES[args.name]
-    checkpoints = os.path.join(args.workdir, "checkpoints", args.name)
+    run_name = args.name
+    model, preset_epochs, preset_seconds = None, 0, 0.0
+    if args.fine_tune:
+        if "fine_tune" not in recipe:
+            parser.error(f"the recipe of {args.name} has no fine_tune stage")
+        preset_folder = os.path.join(ZOO_DIR, args.name)
+        recipe = fine_tune_recipe(recipe, tfdlgm.zoo.config(preset_folder))
+        preset_epochs = recipe["preset"]["epochs"]
+        preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
+        model = build(recipe)
+        model.set_weights(tfdlgm.zoo.load(preset_folder, compile=False).get_weights())
+        run_name = f"{args.name}-fine-tune"
+    checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
     done, logs = _checkpoint_logs(checkpoints) if args.resume else (0, {})
     if done:
-        print(f"Resuming {args.name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
+        print(f"Resuming {run_name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
-    clock = WallClock(logs.get("wall_seconds", 0.0), max_seconds)
+    clock = WallClock(logs.get("wall_seconds", preset_seconds), max_seconds)
     model = training.train(
-        build(recipe),
+        model or build(recipe),
         tfdlgm.datasets.mnist("train", batch_size=recipe["batch_size"], seed=0),
-        epochs=max(args.epochs, done),
-        logdir=os.path.join(args.workdir, "logs", args.name),
+        epochs=max(args.epochs, done, preset_epochs),
+        logdir=os.path.join(args.workdir, "logs", run_name),
         checkpoint_dir=checkpoints,
         resume=args.resume,
         warm_up_epochs=recipe.get("warm_up_epochs"),
         callbacks=[clock],
         verbose=2,
+        initial_epoch=preset_epochs,
     ).model
-    epochs_done = _checkpoint_logs(checkpoints)[0]
+    epochs_done = _checkpoint_logs(checkpoints)[0] or preset_epochs
     device = (
         args.device
         or f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores, shared)"
     )
     arguments = shlex.join(sys.argv[1:] if argv is None else argv)
     command = f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
+    if args.fine_tune:
+        command = f"{recipe['preset']['command']}\n{command}"
     recorded = {
         "command": command,
         "epochs": epochs_done,
