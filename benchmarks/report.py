@@ -56,7 +56,8 @@ def markdown(results: dict) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in variant["versions"].items() if v)
         out.append(
             f"- `{name}`: Keras backend {variant['backend']}, jit_compile="
-            f"{variant['jit_compile']!r} ({variant['accelerator']}); {versions}"
+            f"{variant['jit_compile']!r}, steps_per_execution="
+            f"{variant.get('steps_per_execution', 1)} ({variant['accelerator']}); {versions}"
         )
     peer = results["peer"]
     if peer.get("versions"):

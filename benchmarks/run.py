@@ -8,6 +8,7 @@ pip install -e ".[bench,jax]"            # the peer (torch) and the JAX backend
 python benchmarks/run.py --quick         # < 3 min on 2 CPU cores: CI's smoke run
 python benchmarks/run.py                 # full (~6 min on 2 idle cores)
 python benchmarks/run.py --smoke --out /tmp/bench   # seconds: the active backend, a tiny model
+python benchmarks/run.py --steps-per-execution 16   # Keras' compile(steps_per_execution=16)
 tfdlgm bench --quick                     # the same through the CLI
 ```
 
@@ -198,6 +199,13 @@ def main(argv=None, prog="benchmarks/run.py"):
     )
     parser.add_argument("--windows", type=int, default=None, help="timed training windows")
     parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=1,
+        help="Keras' compile(steps_per_execution=N) for the training windows (default: 1, "
+        "Keras' own default)",
+    )
+    parser.add_argument(
         "--report", type=pathlib.Path, help="re-derive and re-write the report of a results JSON"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -215,6 +223,9 @@ def main(argv=None, prog="benchmarks/run.py"):
         plan["remeasure"] = args.remeasure
     if args.windows is not None:
         plan["windows"] = args.windows
+    if args.steps_per_execution < 1:
+        parser.error(f"--steps-per-execution must be >= 1, got {args.steps_per_execution}")
+    plan["steps_per_execution"] = args.steps_per_execution
     if args.variants:
         variants = args.variants.split(",")
         unknown = sorted(set(variants) - set(VARIANTS))
@@ -584,6 +595,7 @@ def _keras_worker(spec, plan):
     result = {
         "backend": keras.backend.backend(),
         "jit_compile": spec["jit_compile"],
+        "steps_per_execution": plan["steps_per_execution"],
         "versions": _versions(),
         "accelerator": _accelerator(),
         "train": [],
@@ -601,11 +613,10 @@ def _keras_worker(spec, plan):
             try:
                 model = _build(tfdlgm, name)
                 entry.update(_flops(model))
-                entry.update(_time_fit(model, batch, steps, plan["windows"], spec["jit_compile"]))
+                fit = (steps, plan["windows"], spec["jit_compile"], plan["steps_per_execution"])
+                entry.update(_time_fit(model, batch, *fit))
                 if MODELS[name]["class"] == "VAE":
-                    minimal = _time_fit(
-                        _build_minimal(name), batch, steps, plan["windows"], spec["jit_compile"]
-                    )
+                    minimal = _time_fit(_build_minimal(name), batch, *fit)
                     entry["minimal_examples_per_second"] = minimal["examples_per_second"]
                     entry["minimal_window_seconds"] = minimal["window_seconds"]
             except Exception as error:
@@ -686,11 +697,15 @@ def _epoch_timer():
     return EpochTimer()
 
 
-def _time_fit(model, batch_size, steps, windows, jit_compile):
+def _time_fit(model, batch_size, steps, windows, jit_compile, steps_per_execution=1):
     """Training examples/s: the median epoch of `steps` batches after one warm-up epoch."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
     x = _binary_data(steps * batch_size)
     timer = _epoch_timer()
     model.fit(

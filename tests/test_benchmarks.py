@@ -51,9 +51,11 @@ def _bench(tmp_path, *args):
 
 
 def test_smoke_writes_json_and_markdown(tmp_path):
-    results, text = _bench(tmp_path, "--smoke")
+    results, text = _bench(tmp_path, "--smoke", "--steps-per-execution", "2")
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     assert results["mode"] == "smoke"
+    assert results["variants"][backend]["steps_per_execution"] == 2
+    assert "steps_per_execution=2" in text
     assert list(results["variants"]) == [backend]
     assert len(results["load_average_start"]) == 3
     assert {"name", "slug", "cpu", "cpu_cores", "gpu"} <= set(results["device"])

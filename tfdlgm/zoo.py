@@ -41,6 +41,7 @@ import tempfile
 import keras
 import numpy as np
 
+from tfdlgm import objectives
 from tfdlgm.files import sha256
 from tfdlgm.models.base import _SEED_STATE, LatentModel
 
@@ -97,7 +98,7 @@ def config(name_or_path: str | os.PathLike) -> dict:
     return _read_config(_resolve(name_or_path))
 
 
-def load(name_or_path: str | os.PathLike, compile: bool = True) -> LatentModel:
+def load(name_or_path: str | os.PathLike, compile: bool = True, objective=None) -> LatentModel:
     """Loads a preset by name, or from a folder with the preset layout.
 
     Every file listed in `config.json` is checked (size, then sha256) before the model is
@@ -107,6 +108,10 @@ def load(name_or_path: str | os.PathLike, compile: bool = True) -> LatentModel:
         name_or_path: str or path-like, a name from `list()` or the path of a preset folder.
         compile: bool, compile the model with the recipe's optimizer so that `fit`
             fine-tunes it. Defaults to `True`.
+        objective: None, or the objective `fit` trains the loaded model on in place of the
+            preset's (what `tfdlgm.objectives.get` takes), e.g. `{"name": "iwae",
+            "num_samples": 10}` for importance-weighted fine-tuning; the weights are the
+            same. Defaults to `None`.
 
     Returns:
         The model, a `tfdlgm.models.LatentModel`.
@@ -121,6 +126,9 @@ def load(name_or_path: str | os.PathLike, compile: bool = True) -> LatentModel:
     config_path = folder / CONFIG_FILE
     _verify_files(folder, preset)
     model_spec = preset["model"]
+    if objective is not None:
+        objective = objectives.get(objective).get_config()  # its own error on a bad one
+        model_spec = {**model_spec, "config": {**model_spec["config"], "objective": objective}}
     cls = keras.saving.get_registered_object(model_spec["class_name"])
     if cls is None or not (isinstance(cls, type) and issubclass(cls, LatentModel)):
         raise ValueError(

@@ -213,15 +213,12 @@ RECIPES = {
 
 def fine_tune_recipe(recipe, preset):
     """The recipe of a fine-tuning run from `preset` (the `config.json` of the preset it starts
-    from): the model trains on the `fine_tune` stage's objective and learning rate."""
+    from): the `fine_tune` stage's learning rate, and the texts of the card."""
     stage = recipe["fine_tune"]
-    model = {**recipe["model"], "config": {**recipe["model"]["config"]}}
-    model["config"]["objective"] = stage["objective"]
     optimizer = {**recipe["optimizer"], "config": {**recipe["optimizer"]["config"]}}
     optimizer["config"]["learning_rate"] = stage["learning_rate"]
     return {
         **recipe,
-        "model": model,
         "optimizer": optimizer,
         "optimizer_text": (
             f"{recipe['optimizer_text']}, learning rate {stage['learning_rate']:g} while "
@@ -387,11 +384,12 @@ def main(argv=None):
         if "fine_tune" not in recipe:
             parser.error(f"the recipe of {args.name} has no fine_tune stage")
         preset_folder = os.path.join(ZOO_DIR, args.name)
+        stage = recipe["fine_tune"]
         recipe = fine_tune_recipe(recipe, tfdlgm.zoo.config(preset_folder))
         preset_epochs = recipe["preset"]["epochs"]
         preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
-        model = build(recipe)
-        model.set_weights(tfdlgm.zoo.load(preset_folder, compile=False).get_weights())
+        model = tfdlgm.zoo.load(preset_folder, compile=False, objective=stage["objective"])
+        model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
         run_name = f"{args.name}-fine-tune"
     checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
