@@ -251,6 +251,12 @@ def test_the_fine_tuning_recipe_takes_the_stage_learning_rate():
         "learning_rate": recipe["fine_tune"]["learning_rate"],
     }
     assert tuned["preset"]["epochs"] == zoo.config("lvae-mnist")["recipe"]["epochs"]
-    assert f"from epoch {tuned['preset']['epochs']}" in tuned["objective_text"]
+    begun = tuned["fine_tune_from_epoch"]
+    assert 0 < begun <= tuned["preset"]["epochs"]
+    assert f"from epoch {begun}" in tuned["objective_text"]
+    # a preset not fine-tuned before begins its fine-tuning at its own last epoch
+    fresh = {"recipe": {**zoo.config("lvae-mnist")["recipe"], "epochs": 7}}
+    del fresh["recipe"]["fine_tune_from_epoch"]
+    assert train.fine_tune_recipe(recipe, fresh)["fine_tune_from_epoch"] == 7
     with pytest.raises(SystemExit):  # a recipe without a fine_tune stage: a usage error
         train.main(["vae-mnist", "--fine-tune", "--epochs", "1"])

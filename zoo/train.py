@@ -213,8 +213,10 @@ RECIPES = {
 
 def fine_tune_recipe(recipe, preset):
     """The recipe of a fine-tuning run from `preset` (the `config.json` of the preset it starts
-    from): the `fine_tune` stage's learning rate, and the texts of the card."""
+    from): the `fine_tune` stage's learning rate, the epoch the fine-tuning began at (a preset
+    fine-tuned before keeps its own), and the texts of the card."""
     stage = recipe["fine_tune"]
+    start = preset["recipe"].get("fine_tune_from_epoch", preset["recipe"]["epochs"])
     optimizer = {**recipe["optimizer"], "config": {**recipe["optimizer"]["config"]}}
     optimizer["config"]["learning_rate"] = stage["learning_rate"]
     return {
@@ -225,9 +227,9 @@ def fine_tune_recipe(recipe, preset):
             "fine-tuning"
         ),
         "objective_text": (
-            f"{recipe['objective_text']}, {stage['objective_text']} from epoch "
-            f"{preset['recipe']['epochs']}"
+            f"{recipe['objective_text']}, {stage['objective_text']} from epoch {start}"
         ),
+        "fine_tune_from_epoch": start,
         "preset": preset["recipe"],
     }
 
@@ -384,18 +386,19 @@ def main(argv=None):
         if "fine_tune" not in recipe:
             parser.error(f"the recipe of {args.name} has no fine_tune stage")
         preset_folder = os.path.join(ZOO_DIR, args.name)
-        stage = recipe["fine_tune"]
         recipe = fine_tune_recipe(recipe, tfdlgm.zoo.config(preset_folder))
         preset_epochs = recipe["preset"]["epochs"]
         preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
-        model = tfdlgm.zoo.load(preset_folder, compile=False, objective=stage["objective"])
-        model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
         run_name = f"{args.name}-fine-tune"
     checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
     done, logs = _checkpoint_logs(checkpoints) if args.resume else (0, {})
     if done:
         print(f"Resuming {run_name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
+    elif args.fine_tune:  # a resumed run trains the checkpoint's model instead
+        objective = recipe["fine_tune"]["objective"]
+        model = tfdlgm.zoo.load(preset_folder, compile=False, objective=objective)
+        model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     clock = WallClock(logs.get("wall_seconds", preset_seconds), max_seconds)
     model = training.train(
@@ -430,6 +433,8 @@ def main(argv=None):
         "device": device,
         "backend": keras.backend.backend(),
     }
+    if args.fine_tune:
+        recorded["fine_tune_from_epoch"] = recipe["fine_tune_from_epoch"]
     figures = evaluate(model, args.ll_examples)
     slice_ = slice_figures(model)
     print(json.dumps({"figures": figures, "test_slice": slice_}, indent=2))
