@@ -1,6 +1,7 @@
 """The zoo: shipped presets load, match their checksums and reproduce their card's figures."""
 
 import copy
+import functools
 import hashlib
 import importlib.util
 import json
@@ -203,6 +204,32 @@ def test_save_preset_round_trips_and_checks_its_output(tmp_path):
         zoo.save_preset(model, tmp_path / "x", recipe={}, figures={}, card_text="")
 
 
+def test_save_preset_keeps_a_weights_file_holding_the_same_arrays(tmp_path):
+    """Re-evaluating a preset rewrites its figures, not its weights (no churn in git)."""
+    model = tfdlgm.models.VAE(latent_dim=2, hidden=(8,), data_dim=6, seed=0)
+    save = functools.partial(
+        zoo.save_preset,
+        folder=tmp_path / "tiny",
+        recipe={"optimizer": "adam"},
+        figures={"elbo": -1.0},
+        card_text="# tiny\n",
+    )
+    weights = save(model) / zoo.WEIGHTS_FILE
+    first = weights.read_bytes()
+    evaluated = tfdlgm.zoo.load(tmp_path / "tiny")
+    evaluated.sample(3)  # moves its random stream's state, which the weights file holds
+    evaluated.save_weights(str(tmp_path / "moved.weights.h5"))
+    assert (tmp_path / "moved.weights.h5").read_bytes() != first
+    save(evaluated, figures={"elbo": -2.0})
+    assert weights.read_bytes() == first
+    assert zoo.config(tmp_path / "tiny")["figures"]["elbo"] == -2.0
+    model.trainable_weights[0].assign(model.trainable_weights[0] + 1.0)
+    save(model)
+    assert weights.read_bytes() != first
+    for loaded, saved in zip(zoo.load(tmp_path / "tiny").weights, model.weights, strict=True):
+        np.testing.assert_array_equal(loaded, saved)
+
+
 def test_loads_under_jax_without_the_mnist_file(tmp_path):
     """Offline, with an empty Keras cache and no MNIST file (how long it takes is the
     benchmark suite's `load s` column, not a test)."""
@@ -260,3 +287,23 @@ def test_the_fine_tuning_recipe_takes_the_stage_learning_rate():
     assert train.fine_tune_recipe(recipe, fresh)["fine_tune_from_epoch"] == 7
     with pytest.raises(SystemExit):  # a recipe without a fine_tune stage: a usage error
         train.main(["vae-mnist", "--fine-tune", "--epochs", "1"])
+
+
+def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_path, monkeypatch):
+    train = _zoo_train()
+    name = "vae-mnist"
+    shutil.copytree(ZOO_TRAIN.parent / name, tmp_path / name)
+    before = zoo.config(tmp_path / name)
+    figures = {**before["figures"], "log_likelihood": -80.0, "log_likelihood_examples": 10_000}
+    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
+    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(figures))
+    assert train.main([name, "--re-evaluate"]) == 0
+    after = zoo.config(tmp_path / name)
+    assert after["figures"]["log_likelihood"] == -80.0
+    assert after["recipe"] == before["recipe"]  # the training record is kept
+    assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
+    card = zoo.card(tmp_path / name)
+    assert "| -80.00 |" in card and "L_5000 (all 10,000 test images)" in card
+    assert before["recipe"]["command"] in card
+    with pytest.raises(SystemExit):  # re-evaluating trains nothing
+        train.main([name, "--re-evaluate", "--epochs", "5"])

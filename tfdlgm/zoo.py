@@ -166,7 +166,9 @@ def save_preset(
     """Writes a preset folder: weights, card, then `config.json` with their checksums.
 
     The weights are saved from a fresh copy of the model (built from its config), so the file
-    holds no optimizer state; they must be float32. Each file is written to a temporary name
+    holds no optimizer state; they must be float32. A weights file already in `folder` that
+    holds exactly these arrays is kept byte for byte (re-evaluating a preset leaves its
+    weights alone). Each file is written to a temporary name
     then moved into place, `config.json` last, and the folder is loaded back to check it.
 
     Args:
@@ -200,7 +202,9 @@ def save_preset(
     class_name = keras.saving.get_registered_name(type(model))
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    _atomic_write(folder / WEIGHTS_FILE, lambda path: copy.save_weights(str(path)))
+    _atomic_write(
+        folder / WEIGHTS_FILE, lambda path: copy.save_weights(str(path)), same=_same_weights
+    )
     _atomic_write(folder / CARD_FILE, lambda path: path.write_text(card_text, encoding="utf-8"))
     preset = {
         "format_version": FORMAT_VERSION,
@@ -285,18 +289,40 @@ def _verify_files(folder: pathlib.Path, preset: dict) -> None:
             )
 
 
-def _weight_shapes(path: pathlib.Path) -> dict:
-    """`{variable path: shape}` of every array in a Keras `.weights.h5` file."""
+def _weight_arrays(path: pathlib.Path) -> dict:
+    """`{variable path: array}` of every array in a Keras `.weights.h5` file."""
     import h5py
 
-    shapes = {}
+    arrays = {}
     with h5py.File(path, "r") as f:
         f.visititems(
             lambda name, item: (
-                shapes.__setitem__(name, item.shape) if isinstance(item, h5py.Dataset) else None
+                arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
             )
         )
-    return shapes
+    return arrays
+
+
+def _weight_shapes(path: pathlib.Path) -> dict:
+    """`{variable path: shape}` of every array in a Keras `.weights.h5` file."""
+    return {name: np.shape(array) for name, array in _weight_arrays(path).items()}
+
+
+def _same_weights(old: pathlib.Path, new: pathlib.Path) -> bool:
+    """Whether two weights files hold the same variables, exactly. The random stream's state
+    is left out, as in `_check_weights_layout`: it moves whenever the model samples, so a
+    preset evaluated again would otherwise get a new file of the same weights."""
+    try:
+        before, after = (
+            {k: v for k, v in _weight_arrays(path).items() if not k.endswith(_SEED_STATE)}
+            for path in (old, new)
+        )
+    except OSError:  # an unreadable old file is replaced
+        return False
+    return before.keys() == after.keys() and all(
+        before[name].dtype == after[name].dtype and np.array_equal(before[name], after[name])
+        for name in before
+    )
 
 
 def _describe(cls, config: dict) -> str:
@@ -352,8 +378,10 @@ def _file_record(path: pathlib.Path) -> dict:
     return {"sha256": sha256(path), "bytes": path.stat().st_size}
 
 
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """Writes through `write(temporary_path)`, then moves the file into place."""
+def _atomic_write(path: pathlib.Path, write, same=None) -> None:
+    """Writes through `write(temporary_path)`, then moves the file into place; where
+    `same(old_path, new_path)` says the file already there holds the same content, that file
+    is kept byte for byte."""
     handle, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".tmp-{path.name.split('.')[0]}-", suffix="".join(path.suffixes)
     )
@@ -361,6 +389,8 @@ def _atomic_write(path: pathlib.Path, write) -> None:
     temporary = pathlib.Path(temporary)
     try:
         write(temporary)
+        if same is not None and path.is_file() and same(path, temporary):
+            return
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     finally:
