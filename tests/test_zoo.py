@@ -307,3 +307,30 @@ def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_p
     assert before["recipe"]["command"] in card
     with pytest.raises(SystemExit):  # re-evaluating trains nothing
         train.main([name, "--re-evaluate", "--epochs", "5"])
+
+
+def test_a_run_from_a_preset_continues_its_stage_unless_told_to_fine_tune():
+    train = _zoo_train()
+    vae = train.preset_recipe(train.RECIPES["vae-mnist"], zoo.config("vae-mnist"))
+    assert vae["optimizer"] == train.RECIPES["vae-mnist"]["optimizer"]
+    assert "fine_tune_from_epoch" not in vae and vae["preset"]["epochs"] > 0
+    lvae = zoo.config("lvae-mnist")  # fine-tuned already: continuing is more fine-tuning
+    recipe = train.RECIPES["lvae-mnist"]
+    assert train.preset_recipe(recipe, lvae) == train.fine_tune_recipe(recipe, lvae)
+
+
+def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, monkeypatch):
+    train = _zoo_train()
+    name = "vae-mnist"
+    shutil.copytree(ZOO_TRAIN.parent / name, tmp_path / name)
+    before = zoo.config(tmp_path / name)
+    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
+    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(before["figures"]))
+    epochs = str(before["recipe"]["epochs"])  # reached already: nothing to train
+    assert train.main([name, "--continue", "--epochs", epochs, "--workdir", str(tmp_path)]) == 0
+    after = zoo.config(tmp_path / name)
+    assert after["recipe"]["epochs"] == before["recipe"]["epochs"]
+    *earlier, last = after["recipe"]["command"].splitlines()
+    assert earlier == before["recipe"]["command"].splitlines()
+    assert "zoo/train.py vae-mnist --continue" in last
+    assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]

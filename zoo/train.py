@@ -21,13 +21,16 @@ only evaluates and writes the preset.
 10,000 test images where the card has fewer) and rewrites its figures and card, keeping its
 weights file byte for byte and its training record.
 
-`--fine-tune` starts from the shipped preset `zoo/<name>` instead of from scratch (its weights,
-epoch count and wall time carry on; its optimizer state is not kept) and trains on the recipe's
-`fine_tune` stage: another objective and learning rate, e.g. the importance-weighted
-fine-tuning of Sønderby et al. (2016). `--epochs` counts the preset's epochs too, and the card
-lists both commands:
+`--continue` starts from the shipped preset `zoo/<name>` instead of from scratch (its weights,
+epoch count and wall time carry on; its optimizer state is not kept) and trains on the stage
+the preset was trained on; `--fine-tune` trains on the recipe's `fine_tune` stage instead:
+another objective and learning rate, e.g. the importance-weighted fine-tuning of Sønderby et
+al. (2016) (a preset fine-tuned already continues that stage). `--epochs` counts the preset's
+epochs too, and the card lists every command since the first. Checkpoints are not shipped, so
+this is how a preset grows across machines and sessions:
 
 ```bash
+KERAS_BACKEND=jax python zoo/train.py vae-mnist --continue --epochs 1000 [--resume]
 KERAS_BACKEND=jax python zoo/train.py lvae-mnist --fine-tune --epochs 568 [--resume]
 ```
 """
@@ -238,6 +241,15 @@ def fine_tune_recipe(recipe, preset):
     }
 
 
+def preset_recipe(recipe, preset, fine_tune=False):
+    """The recipe of a run that starts from `preset` (its `config.json`): the `fine_tune`
+    stage where `fine_tune` is asked for or the preset was fine-tuned already, else the
+    recipe's own stage, continued. `recipe["preset"]` is the preset's training record."""
+    if fine_tune or "fine_tune_from_epoch" in preset["recipe"]:
+        return fine_tune_recipe(recipe, preset)
+    return {**recipe, "preset": preset["recipe"]}
+
+
 def build(recipe):
     """The recipe's model, compiled with its optimizer (both by registered class name)."""
     model = keras.saving.deserialize_keras_object(recipe["model"])
@@ -394,9 +406,7 @@ def re_evaluate(name, ll_examples, out=None):
     rewrites its figures and card; its weights file and training record are kept."""
     folder = os.path.join(ZOO_DIR, name)
     preset = tfdlgm.zoo.config(folder)
-    recipe = RECIPES[name]
-    if "fine_tune_from_epoch" in preset["recipe"]:
-        recipe = fine_tune_recipe(recipe, preset)
+    recipe = preset_recipe(RECIPES[name], preset)
     recorded = {key: value for key, value in preset["recipe"].items() if key != "paper"}
     model = tfdlgm.zoo.load(folder, compile=False)
     return write_preset(model, name, recipe, recorded, ll_examples, out)
@@ -420,14 +430,22 @@ def main(argv=None):
         help="start from the shipped preset zoo/<name> and train the recipe's fine_tune stage",
     )
     parser.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="start from the shipped preset zoo/<name> and train on the stage it was trained on",
+    )
+    parser.add_argument(
         "--re-evaluate",
         action="store_true",
         help="only evaluate the shipped preset zoo/<name> again and rewrite its figures and card",
     )
     args = parser.parse_args(argv)
     if args.re_evaluate:
-        if args.epochs is not None or args.resume or args.fine_tune:
-            parser.error("--re-evaluate trains nothing: no --epochs, --resume or --fine-tune")
+        if args.epochs is not None or args.resume or args.fine_tune or args.continue_:
+            parser.error(
+                "--re-evaluate trains nothing: no --epochs, --resume, --fine-tune or --continue"
+            )
         figures = re_evaluate(args.name, args.ll_examples, args.out)
         return 0 if math.isfinite(figures["elbo"]) else 1
     if args.epochs is None:
@@ -435,21 +453,23 @@ def main(argv=None):
     recipe = RECIPES[args.name]
     run_name = args.name
     model, preset_epochs, preset_seconds = None, 0, 0.0
-    if args.fine_tune:
-        if "fine_tune" not in recipe:
-            parser.error(f"the recipe of {args.name} has no fine_tune stage")
+    from_preset = args.fine_tune or args.continue_
+    if args.fine_tune and "fine_tune" not in recipe:
+        parser.error(f"the recipe of {args.name} has no fine_tune stage")
+    if from_preset:
         preset_folder = os.path.join(ZOO_DIR, args.name)
-        recipe = fine_tune_recipe(recipe, tfdlgm.zoo.config(preset_folder))
+        recipe = preset_recipe(recipe, tfdlgm.zoo.config(preset_folder), args.fine_tune)
+        fine_tuning = "fine_tune_from_epoch" in recipe
         preset_epochs = recipe["preset"]["epochs"]
         preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
-        run_name = f"{args.name}-fine-tune"
+        run_name = f"{args.name}-{'fine-tune' if fine_tuning else 'continue'}"
     checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
     done, logs = _checkpoint_logs(checkpoints) if args.resume else (0, {})
     if done:
         print(f"Resuming {run_name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
-    elif args.fine_tune:  # a resumed run trains the checkpoint's model instead
-        objective = recipe["fine_tune"]["objective"]
+    elif from_preset:  # a resumed run trains the checkpoint's model instead
+        objective = recipe["fine_tune"]["objective"] if fine_tuning else None
         model = tfdlgm.zoo.load(preset_folder, compile=False, objective=objective)
         model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
@@ -473,7 +493,7 @@ def main(argv=None):
     )
     arguments = shlex.join(sys.argv[1:] if argv is None else argv)
     command = f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
-    if args.fine_tune:
+    if from_preset:
         command = f"{recipe['preset']['command']}\n{command}"
     recorded = {
         "command": command,
@@ -486,7 +506,7 @@ def main(argv=None):
         "device": device,
         "backend": keras.backend.backend(),
     }
-    if args.fine_tune:
+    if "fine_tune_from_epoch" in recipe:
         recorded["fine_tune_from_epoch"] = recipe["fine_tune_from_epoch"]
     figures = write_preset(model, args.name, recipe, recorded, args.ll_examples, args.out)
     return 0 if math.isfinite(figures["elbo"]) else 1
