@@ -327,8 +327,10 @@ def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, mon
     monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
     monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(before["figures"]))
     epochs = str(before["recipe"]["epochs"])  # reached already: nothing to train
-    assert train.main([name, "--continue", "--epochs", epochs, "--workdir", str(tmp_path)]) == 0
+    args = [name, "--continue", "--epochs", epochs, "--workdir", str(tmp_path)]
+    assert train.main([*args, "--device", "another machine"]) == 0
     after = zoo.config(tmp_path / name)
+    assert after["recipe"]["device"] == f"{before['recipe']['device']}, then another machine"
     assert after["recipe"]["epochs"] == before["recipe"]["epochs"]
     *earlier, last = after["recipe"]["command"].splitlines()
     assert earlier == before["recipe"]["command"].splitlines()

@@ -491,6 +491,8 @@ def main(argv=None):
         args.device
         or f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores, shared)"
     )
+    if from_preset and not recipe["preset"]["device"].endswith(device):
+        device = f"{recipe['preset']['device']}, then {device}"
     arguments = shlex.join(sys.argv[1:] if argv is None else argv)
     command = f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
     if from_preset:
