@@ -319,20 +319,46 @@ def test_a_run_from_a_preset_continues_its_stage_unless_told_to_fine_tune():
     assert train.preset_recipe(recipe, lvae) == train.fine_tune_recipe(recipe, lvae)
 
 
-def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, monkeypatch):
-    train = _zoo_train()
-    name = "vae-mnist"
+def _run_from_preset(train, name, tmp_path, monkeypatch, *flags):
+    """`zoo/train.py NAME FLAGS` on a copy of the preset, with the epochs it has already (so
+    nothing trains) and a stand-in for the long evaluation: (config before, config after)."""
     shutil.copytree(ZOO_TRAIN.parent / name, tmp_path / name)
     before = zoo.config(tmp_path / name)
     monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
     monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(before["figures"]))
-    epochs = str(before["recipe"]["epochs"])  # reached already: nothing to train
-    args = [name, "--continue", "--epochs", epochs, "--workdir", str(tmp_path)]
-    assert train.main([*args, "--device", "another machine"]) == 0
-    after = zoo.config(tmp_path / name)
+    epochs = str(before["recipe"]["epochs"])
+    assert train.main([name, *flags, "--epochs", epochs, "--workdir", str(tmp_path)]) == 0
+    return before, zoo.config(tmp_path / name)
+
+
+def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, monkeypatch):
+    train = _zoo_train()
+    before, after = _run_from_preset(
+        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--device", "another machine"
+    )
     assert after["recipe"]["device"] == f"{before['recipe']['device']}, then another machine"
     assert after["recipe"]["epochs"] == before["recipe"]["epochs"]
     *earlier, last = after["recipe"]["command"].splitlines()
     assert earlier == before["recipe"]["command"].splitlines()
     assert "zoo/train.py vae-mnist --continue" in last
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
+
+
+def test_the_card_records_the_learning_rate_by_epoch(tmp_path, monkeypatch):
+    train = _zoo_train()
+    lvae = train.RECIPES["lvae-mnist"]
+    assert train.preset_learning_rates(lvae, zoo.config("lvae-mnist")["recipe"])[:2] == [
+        [0, lvae["optimizer"]["config"]["learning_rate"]],
+        [468, lvae["fine_tune"]["learning_rate"]],
+    ]
+    before, after = _run_from_preset(
+        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--learning-rate", "2.5e-4"
+    )
+    epochs = before["recipe"]["epochs"]
+    assert after["recipe"]["learning_rates"] == [[0, 1e-3], [epochs, 2.5e-4]]
+    assert after["recipe"]["optimizer"]["config"]["learning_rate"] == 2.5e-4
+    assert f"- Learning rate: 0.001, then 0.00025 from epoch {epochs}\n" in zoo.card(
+        tmp_path / "vae-mnist"
+    )
+    with pytest.raises(SystemExit):
+        train.main(["vae-mnist", "--continue", "--epochs", "1", "--learning-rate", "0"])

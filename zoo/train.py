@@ -250,6 +250,17 @@ def preset_recipe(recipe, preset, fine_tune=False):
     return {**recipe, "preset": preset["recipe"]}
 
 
+def preset_learning_rates(recipe, record):
+    """The learning rate by epoch, `[[from_epoch, rate], ...]`, of a preset's training
+    `record`: as recorded, or, for a preset trained before the record, from its `recipe`."""
+    if "learning_rates" in record:
+        return [list(entry) for entry in record["learning_rates"]]
+    rates = [[0, recipe["optimizer"]["config"]["learning_rate"]]]
+    if "fine_tune_from_epoch" in record:
+        rates.append([record["fine_tune_from_epoch"], recipe["fine_tune"]["learning_rate"]])
+    return rates
+
+
 def build(recipe):
     """The recipe's model, compiled with its optimizer (both by registered class name)."""
     model = keras.saving.deserialize_keras_object(recipe["model"])
@@ -279,6 +290,23 @@ class WallClock(keras.callbacks.Callback):
         typical = float(np.median(self.epoch_seconds[-10:]))
         if self.max_seconds is not None and self.seconds + typical > self.max_seconds:
             self.model.stop_training = True
+
+
+class LearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate to `rate` as training begins (a resumed checkpoint
+    would keep the rate it was saved with) and adds `rate` and the epoch it took over at
+    (`learning_rate`, `learning_rate_since`) to each epoch's logs, which `state.json` keeps."""
+
+    def __init__(self, rate, since):
+        super().__init__()
+        self.rate, self.since = rate, since
+
+    def on_train_begin(self, logs=None):
+        self.model.optimizer.learning_rate = self.rate
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(learning_rate=self.rate, learning_rate_since=self.since)
 
 
 def _checkpoint_logs(folder):
@@ -321,6 +349,15 @@ def slice_figures(model):
     }
 
 
+def _learning_rates_text(recorded):
+    """The card's line on a learning rate that changed between runs, else nothing."""
+    rates = recorded.get("learning_rates", [])
+    if len(rates) < 2:
+        return ""
+    steps = ", then ".join(f"{rate:g} from epoch {epoch}" for epoch, rate in rates[1:])
+    return f"- Learning rate: {rates[0][1]:g}, then {steps}\n"
+
+
 def card_text(name, recipe, recorded, figures, slice_, latent_dims):
     ll = figures["log_likelihood_examples"]
     ll_on = "all 10,000 test images" if ll >= 10_000 else f"the first {ll:,} test images"
@@ -357,6 +394,7 @@ model.fit(tfdlgm.datasets.mnist("train"), epochs=1)   # fine-tune with plain Ker
 - Epochs: {recorded["epochs"]} ({paper_epochs}; see the figures for \
 how far this preset is from converged)
 - Batch size: {recipe["batch_size"]}, {recipe["optimizer_text"]}, {recipe["objective_text"]}
+{_learning_rates_text(recorded)}\
 - Data: 50,000 MNIST training images, dynamically binarised (`{recipe["data"]}`)
 - Wall time: {recorded["wall_time_minutes"]:.1f} min of training on {recorded["device"]}, \
 backend {recorded["backend"]}
@@ -436,6 +474,12 @@ def main(argv=None):
         help="start from the shipped preset zoo/<name> and train on the stage it was trained on",
     )
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="this run's learning rate in place of its stage's (the card records from when)",
+    )
+    parser.add_argument(
         "--re-evaluate",
         action="store_true",
         help="only evaluate the shipped preset zoo/<name> again and rewrite its figures and card",
@@ -450,7 +494,10 @@ def main(argv=None):
         return 0 if math.isfinite(figures["elbo"]) else 1
     if args.epochs is None:
         parser.error("--epochs is required (unless --re-evaluate)")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
     recipe = RECIPES[args.name]
+    rates = []
     run_name = args.name
     model, preset_epochs, preset_seconds = None, 0, 0.0
     from_preset = args.fine_tune or args.continue_
@@ -462,16 +509,32 @@ def main(argv=None):
         fine_tuning = "fine_tune_from_epoch" in recipe
         preset_epochs = recipe["preset"]["epochs"]
         preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
+        rates = preset_learning_rates(RECIPES[args.name], recipe["preset"])
         run_name = f"{args.name}-{'fine-tune' if fine_tuning else 'continue'}"
+    if args.learning_rate is not None:
+        optimizer = {**recipe["optimizer"]["config"], "learning_rate": args.learning_rate}
+        recipe = {**recipe, "optimizer": {**recipe["optimizer"], "config": optimizer}}
+    rate = recipe["optimizer"]["config"]["learning_rate"]
     checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
     done, logs = _checkpoint_logs(checkpoints) if args.resume else (0, {})
     if done:
         print(f"Resuming {run_name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
+        if args.learning_rate is None and "learning_rate" in logs:
+            parser.error(
+                f"the checkpoint trained at learning rate {logs['learning_rate']:g}: pass "
+                "--learning-rate to resume it (the card records the rate)"
+            )
     elif from_preset:  # a resumed run trains the checkpoint's model instead
         objective = recipe["fine_tune"]["objective"] if fine_tuning else None
         model = tfdlgm.zoo.load(preset_folder, compile=False, objective=objective)
         model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
+    since, callbacks = preset_epochs, []
+    if args.learning_rate is not None:  # from this run's start, or as its checkpoint says
+        since = logs["learning_rate_since"] if logs.get("learning_rate") == rate else done or since
+        callbacks.append(LearningRate(rate, since))
+    if not rates or rates[-1][1] != rate:
+        rates.append([since, rate])
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     clock = WallClock(logs.get("wall_seconds", preset_seconds), max_seconds)
     model = training.train(
@@ -482,7 +545,7 @@ def main(argv=None):
         checkpoint_dir=checkpoints,
         resume=args.resume,
         warm_up_epochs=recipe.get("warm_up_epochs"),
-        callbacks=[clock],
+        callbacks=[clock, *callbacks],
         verbose=2,
         initial_epoch=preset_epochs,
     ).model
@@ -508,6 +571,7 @@ def main(argv=None):
         "device": device,
         "backend": keras.backend.backend(),
     }
+    recorded["learning_rates"] = rates
     if "fine_tune_from_epoch" in recipe:
         recorded["fine_tune_from_epoch"] = recipe["fine_tune_from_epoch"]
     figures = write_preset(model, args.name, recipe, recorded, args.ll_examples, args.out)
