@@ -82,3 +82,48 @@ print("trained", sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow
     result = _run(code, "jax")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained ['tensorflow']" in result.stdout  # only the blocked placeholder
+
+
+def test_a_reduction_broadcast_back_over_a_batch_compiles_to_the_right_values(rng):
+    """The pattern XLA:CPU's YNNPACK fusion miscompiled in jaxlib 0.10 (backend.XLA_CPU_FIX):
+    e + u * sum(u * e, -1, keepdims=True), e [S, B, K], u [B, K]; off by hundreds there."""
+    u = rng.normal(size=(100, 200)).astype("float32")
+    e = rng.normal(size=(2, 100, 200)).astype("float32")
+    expected = e + u * np.sum(u * e, -1, keepdims=True)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        compiled = jax.jit(lambda u, e: e + u * jax.numpy.sum(u * e, -1, keepdims=True))
+    else:
+        import tensorflow as tf
+
+        compiled = tf.function(
+            lambda u, e: e + u * tf.reduce_sum(u * e, -1, keepdims=True), jit_compile=True
+        )
+    np.testing.assert_allclose(ops.convert_to_numpy(compiled(u, e)), expected, atol=1e-3)
+
+
+def test_importing_tfdlgm_after_jax_started_warns_of_the_miscompile():
+    pytest.importorskip("jax")
+    code = "import jax; jax.devices(); import tfdlgm"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    late = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    import jaxlib
+
+    if jaxlib.__version__.startswith("0.10."):
+        assert late.returncode != 0 and backend.XLA_CPU_FIX in late.stderr
+    first = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", "import tfdlgm, jax; jax.devices()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
