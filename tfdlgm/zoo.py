@@ -289,23 +289,28 @@ def _verify_files(folder: pathlib.Path, preset: dict) -> None:
             )
 
 
-def _weight_arrays(path: pathlib.Path) -> dict:
-    """`{variable path: array}` of every array in a Keras `.weights.h5` file."""
+def _read_datasets(path: pathlib.Path, read) -> dict:
+    """`{variable path: read(dataset)}` for every array in a Keras `.weights.h5` file."""
     import h5py
 
-    arrays = {}
+    found = {}
     with h5py.File(path, "r") as f:
         f.visititems(
             lambda name, item: (
-                arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+                found.__setitem__(name, read(item)) if isinstance(item, h5py.Dataset) else None
             )
         )
-    return arrays
+    return found
 
 
 def _weight_shapes(path: pathlib.Path) -> dict:
-    """`{variable path: shape}` of every array in a Keras `.weights.h5` file."""
-    return {name: np.shape(array) for name, array in _weight_arrays(path).items()}
+    """`{variable path: shape}` of every array in a weights file (its data is not read)."""
+    return _read_datasets(path, lambda item: item.shape)
+
+
+def _weight_arrays(path: pathlib.Path) -> dict:
+    """`{variable path: array}` of every array in a weights file."""
+    return _read_datasets(path, lambda item: item[()])
 
 
 def _same_weights(old: pathlib.Path, new: pathlib.Path) -> bool:

@@ -218,17 +218,20 @@ RECIPES = {
 }
 
 
+def with_learning_rate(recipe, rate):
+    """`recipe` with its optimizer's learning rate set to `rate` (the recipe is left alone)."""
+    config = {**recipe["optimizer"]["config"], "learning_rate": rate}
+    return {**recipe, "optimizer": {**recipe["optimizer"], "config": config}}
+
+
 def fine_tune_recipe(recipe, preset):
     """The recipe of a fine-tuning run from `preset` (the `config.json` of the preset it starts
     from): the `fine_tune` stage's learning rate, the epoch the fine-tuning began at (a preset
     fine-tuned before keeps its own), and the texts of the card."""
     stage = recipe["fine_tune"]
     start = preset["recipe"].get("fine_tune_from_epoch", preset["recipe"]["epochs"])
-    optimizer = {**recipe["optimizer"], "config": {**recipe["optimizer"]["config"]}}
-    optimizer["config"]["learning_rate"] = stage["learning_rate"]
     return {
-        **recipe,
-        "optimizer": optimizer,
+        **with_learning_rate(recipe, stage["learning_rate"]),
         "optimizer_text": (
             f"{recipe['optimizer_text']}, learning rate {stage['learning_rate']:g} while "
             "fine-tuning"
@@ -512,8 +515,7 @@ def main(argv=None):
         rates = preset_learning_rates(RECIPES[args.name], recipe["preset"])
         run_name = f"{args.name}-{'fine-tune' if fine_tuning else 'continue'}"
     if args.learning_rate is not None:
-        optimizer = {**recipe["optimizer"]["config"], "learning_rate": args.learning_rate}
-        recipe = {**recipe, "optimizer": {**recipe["optimizer"], "config": optimizer}}
+        recipe = with_learning_rate(recipe, args.learning_rate)
     rate = recipe["optimizer"]["config"]["learning_rate"]
     checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
