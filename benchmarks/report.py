@@ -63,7 +63,9 @@ def markdown(results: dict) -> str:
     if peer.get("versions"):
         out.append(
             f"- peer: PyTorch {peer['versions']['torch']} ({peer.get('device')}, "
-            f"{peer['versions']['threads']} threads), eager and `torch.compile`"
+            f"{peer['versions']['threads']} threads, float32 matmul precision "
+            f"{peer['versions'].get('float32_matmul_precision', 'highest')!r}), eager and "
+            "`torch.compile`"
         )
     else:
         out.append(f"- peer: PyTorch {peer.get('status')}")
@@ -123,8 +125,11 @@ def markdown(results: dict) -> str:
                 + [_fmt(s.get("gflops"), 1), _of_peak(s, peak), s.get("error", "")[:120]]
             )
         for s in variant.get("log_likelihood", []):
+            call = f"log_likelihood(k={s['k']}), {s['images']:,} images"
+            if "data" in s:  # a preset on the test set: what the images were, and the time
+                call += f" ({s['data']}" + (f"; {s['seconds']:.1f} s)" if "seconds" in s else ")")
             rows.append(
-                [s["model"], name, f"log_likelihood(k={s['k']}), {s['images']} images"]
+                [s["model"], name, call]
                 + [s.get("images_per_second"), _fmt(s.get("gflops"), 1), _of_peak(s, peak)]
                 + [s.get("error", "")[:120]]
             )

@@ -37,6 +37,52 @@ def test_scaling_runs_the_devices_the_machine_has(gpus, counts, virtual):
     assert ("no scaling figure" in meaning) == (gpus == 1)
 
 
+def test_the_gpu_session_script_parses_and_names_files_that_exist():
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "gpu_session.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for path in ("benchmarks/run.py", "zoo/train.py", "../shared/tools/device-wheels.sh"):
+        assert path in text and (script.parents[1] / path).exists(), path
+
+
+@pytest.mark.parametrize("gpu", ["NVIDIA H200", None])
+def test_gpu_goals_judge_batch_1000_against_torch_compile_and_the_test_set_time(gpu):
+    suite = _suite()
+    model = "VAE 784-200-200-50 (zoo)"
+    results = {
+        "device": {"gpu": gpu},
+        "derived": [
+            {"model": model, "batch_size": 100, "variant": "jax", "vs_torch-compile": 1.0},
+            {"model": model, "batch_size": 1000, "variant": "jax", "vs_torch-compile": 1.5},
+            {"model": model, "batch_size": 1000, "variant": "tensorflow", "vs_torch-compile": 1.1},
+        ],
+        "variants": {
+            "jax": {
+                "log_likelihood": [
+                    {"model": model, "images": 10, "k": 5000, "seconds": 0.5},
+                    {
+                        "preset": "vae-mnist",
+                        "images": 10_000,
+                        "k": 5000,
+                        "seconds": 12.5,
+                        "data": "random binary images (MNIST not found)",
+                    },
+                ]
+            }
+        },
+    }
+    versus_compile, test_set = suite.goals(results)[3:]
+    if gpu is None:
+        assert versus_compile["status"] == test_set["status"] == "not measured (no GPU in this run)"
+        return
+    assert versus_compile["status"] == "met"  # the fastest variant at batch 1000 only
+    assert [(c["case"], c["value"]) for c in versus_compile["cases"]] == [
+        (f"{model}, batch 1000 (jax)", 1.5)
+    ]
+    assert test_set["status"] == "missed" and test_set["cases"][0]["text"] == "12.5 s"
+    assert "10,000 test images in < 10 s" in test_set["goal"]
+
+
 def _bench(tmp_path, *args):
     process = subprocess.run(
         [sys.executable, "-m", "tfdlgm.cli", "bench", *args, "--out", str(tmp_path)],
@@ -72,6 +118,13 @@ def test_smoke_writes_json_and_markdown(tmp_path):
     assert variant["log_likelihood"][0]["images_per_second"] > 0
     assert results["peer"]["status"].startswith("skipped")
     assert [goal["status"] for goal in results["goals"]][:2] == ["not measured"] * 2
+    assert [goal["status"] for goal in results["goals"]][3:] == [
+        "not measured (no GPU in this run)"
+    ] * 2
+    whole = variant["log_likelihood"][-1]  # the smoke plan's stand-in for the GPU goal's run
+    assert (whole["preset"], whole["images"], whole["k"]) == ("vae-mnist", 2, 10)
+    assert whole["data"].startswith("MNIST test images") and whole["seconds"] > 0
+    assert "log_likelihood(k=10), 2 images (MNIST test images" in text
     assert {row["preset"] for row in results["zoo"]} >= {"vae-mnist"}
     assert all(len(row["load_seconds"]) == 2 for row in results["zoo"])
     assert all(0 < seconds for row in results["zoo"] for seconds in row["load_seconds"])
@@ -98,5 +151,5 @@ def test_quick_covers_every_backend_and_the_peer(tmp_path):
         assert "error" not in variant, (name, variant.get("error"))
         assert all(entry["examples_per_second"] > 0 for entry in variant["train"])
     assert results["peer"]["status"] in ("measured", "not installed (pip install -e '.[bench]')")
-    assert len(results["goals"]) == 3
+    assert len(results["goals"]) == 5
     assert "## Sampling and log-likelihood" in text
