@@ -344,6 +344,18 @@ def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, mon
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
 
 
+def test_notes_reach_the_card_and_later_runs_keep_them(tmp_path, monkeypatch):
+    train = _zoo_train()
+    _, after = _run_from_preset(
+        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--note", "an unusual run"
+    )
+    assert after["recipe"]["notes"] == ["an unusual run"]
+    assert train.main(["vae-mnist", "--re-evaluate", "--note", "re-measured"]) == 0
+    again = zoo.config(tmp_path / "vae-mnist")
+    assert again["recipe"]["notes"] == ["an unusual run", "re-measured"]
+    assert "- Note: an unusual run\n- Note: re-measured\n" in zoo.card(tmp_path / "vae-mnist")
+
+
 def test_the_card_records_the_learning_rate_by_epoch(tmp_path, monkeypatch):
     train = _zoo_train()
     lvae = train.RECIPES["lvae-mnist"]

@@ -19,7 +19,8 @@ only evaluates and writes the preset.
 
 `--re-evaluate` trains nothing: it evaluates the shipped preset again (say, L_5000 on all
 10,000 test images where the card has fewer) and rewrites its figures and card, keeping its
-weights file byte for byte and its training record.
+weights file byte for byte and its training record. `--note TEXT` adds a line about a run to
+the card (say, what was unusual about it); runs from the preset keep its notes.
 
 `--continue` starts from the shipped preset `zoo/<name>` instead of from scratch (its weights,
 epoch count and wall time carry on; its optimizer state is not kept) and trains on the stage
@@ -224,6 +225,12 @@ def with_learning_rate(recipe, rate):
     return {**recipe, "optimizer": {**recipe["optimizer"], "config": config}}
 
 
+def with_notes(recorded, preset_record, notes):
+    """`recorded` with the notes of the preset's record, then `notes`, if there are any."""
+    notes = [*preset_record.get("notes", []), *notes]
+    return {**recorded, "notes": notes} if notes else dict(recorded)
+
+
 def fine_tune_recipe(recipe, preset):
     """The recipe of a fine-tuning run from `preset` (the `config.json` of the preset it starts
     from): the `fine_tune` stage's learning rate, the epoch the fine-tuning began at (a preset
@@ -361,6 +368,11 @@ def _learning_rates_text(recorded):
     return f"- Learning rate: {rates[0][1]:g}, then {steps}\n"
 
 
+def _notes_text(recorded):
+    """The card's lines for the notes of a preset's runs (`--note`), else nothing."""
+    return "".join(f"- Note: {note}\n" for note in recorded.get("notes", []))
+
+
 def card_text(name, recipe, recorded, figures, slice_, latent_dims):
     ll = figures["log_likelihood_examples"]
     ll_on = "all 10,000 test images" if ll >= 10_000 else f"the first {ll:,} test images"
@@ -401,6 +413,7 @@ how far this preset is from converged)
 - Data: 50,000 MNIST training images, dynamically binarised (`{recipe["data"]}`)
 - Wall time: {recorded["wall_time_minutes"]:.1f} min of training on {recorded["device"]}, \
 backend {recorded["backend"]}
+{_notes_text(recorded)}\
 
 ## Measured figures (nats, test set binarised once with seed 0)
 
@@ -442,13 +455,15 @@ def write_preset(model, name, recipe, recorded, ll_examples, out=None):
     return figures
 
 
-def re_evaluate(name, ll_examples, out=None):
+def re_evaluate(name, ll_examples, out=None, notes=()):
     """Evaluates the shipped preset `zoo/<name>` again (e.g. L_5000 on more test images) and
-    rewrites its figures and card; its weights file and training record are kept."""
+    rewrites its figures and card; its weights file and training record are kept (`notes`
+    are added to the record)."""
     folder = os.path.join(ZOO_DIR, name)
     preset = tfdlgm.zoo.config(folder)
     recipe = preset_recipe(RECIPES[name], preset)
-    recorded = {key: value for key, value in preset["recipe"].items() if key != "paper"}
+    kept = {key: value for key, value in preset["recipe"].items() if key not in ("paper", "notes")}
+    recorded = with_notes(kept, preset["recipe"], notes)
     model = tfdlgm.zoo.load(folder, compile=False)
     return write_preset(model, name, recipe, recorded, ll_examples, out)
 
@@ -483,6 +498,12 @@ def main(argv=None):
         help="this run's learning rate in place of its stage's (the card records from when)",
     )
     parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a line for the card about this run (runs from the preset keep it); may repeat",
+    )
+    parser.add_argument(
         "--re-evaluate",
         action="store_true",
         help="only evaluate the shipped preset zoo/<name> again and rewrite its figures and card",
@@ -493,7 +514,7 @@ def main(argv=None):
             parser.error(
                 "--re-evaluate trains nothing: no --epochs, --resume, --fine-tune or --continue"
             )
-        figures = re_evaluate(args.name, args.ll_examples, args.out)
+        figures = re_evaluate(args.name, args.ll_examples, args.out, args.note)
         return 0 if math.isfinite(figures["elbo"]) else 1
     if args.epochs is None:
         parser.error("--epochs is required (unless --re-evaluate)")
@@ -574,6 +595,7 @@ def main(argv=None):
         "backend": keras.backend.backend(),
     }
     recorded["learning_rates"] = rates
+    recorded = with_notes(recorded, recipe.get("preset", {}), args.note)
     if "fine_tune_from_epoch" in recipe:
         recorded["fine_tune_from_epoch"] = recipe["fine_tune_from_epoch"]
     figures = write_preset(model, args.name, recipe, recorded, args.ll_examples, args.out)
