@@ -527,10 +527,9 @@ def goals(results):
     test_set = PLANS["full"]["test_set"]
     whole = [
         (f"{variant}, {e['data']}", e["seconds"])
-        for variant, result in results["variants"].items()
+        for variant, result in (results["variants"].items() if gpu else ())
         for e in result.get("log_likelihood", [])
-        if gpu
-        and e.get("preset") == test_set["preset"]
+        if e.get("preset") == test_set["preset"]
         and (e["images"], e["k"]) == (test_set["images"], test_set["k"])
         and "seconds" in e
     ]
@@ -690,7 +689,8 @@ def _keras_worker(spec, plan):
         for name in plan["models"]:
             model = _build(tfdlgm, name)
             result["sample"].append(_time_sample(model, name, plan["sample"]))
-            result["log_likelihood"].append(_time_log_likelihood(model, name, plan))
+            settings = plan["log_likelihood"]
+            result["log_likelihood"].append(_time_log_likelihood(model, name, settings))
         if plan.get("test_set"):
             result["log_likelihood"].append(_time_test_set(plan["test_set"]))
     if spec.get("zoo"):
@@ -804,9 +804,8 @@ def _time_sample(model, name, plan):
     return entry
 
 
-def _time_log_likelihood(model, name, plan, x=None):
+def _time_log_likelihood(model, name, settings, x=None):
     """Test images/s of `model.log_likelihood` on `x` (default: random binary images)."""
-    settings = plan["log_likelihood"]
     images, k = settings["images"], settings["k"]
     entry = {"model": name, "images": images, "k": k, "load_average_before": os.getloadavg()}
     try:
@@ -841,8 +840,7 @@ def _time_test_set(settings):
     data = "MNIST test images, binarised once (seed 0)"
     if x is None:
         x, data = _binary_data(images, seed=1), "random binary images (MNIST not found)"
-    plan = {"log_likelihood": settings}
-    entry = _time_log_likelihood(zoo.load(preset, compile=False), preset, plan, x)
+    entry = _time_log_likelihood(zoo.load(preset, compile=False), preset, settings, x)
     return {**entry, "preset": preset, "data": data}
 
 
