@@ -344,6 +344,16 @@ def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, mon
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
 
 
+def test_continue_on_the_last_runs_device_keeps_the_device_history(tmp_path, monkeypatch):
+    train = _zoo_train()
+    before = zoo.config(ZOO_TRAIN.parent / "vae-mnist")
+    last_device = before["recipe"]["device"].rsplit(", then ", 1)[-1]
+    _, after = _run_from_preset(
+        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--device", last_device
+    )
+    assert after["recipe"]["device"] == before["recipe"]["device"]
+
+
 def test_notes_reach_the_card_and_later_runs_keep_them(tmp_path, monkeypatch):
     train = _zoo_train()
     _, after = _run_from_preset(

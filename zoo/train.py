@@ -577,8 +577,9 @@ def main(argv=None):
         args.device
         or f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores, shared)"
     )
-    if from_preset and not recipe["preset"]["device"].endswith(device):
-        device = f"{recipe['preset']['device']}, then {device}"
+    if from_preset:  # the devices of every run, in order; a repeat of the last is not added
+        previous = recipe["preset"]["device"]
+        device = previous if previous.endswith(device) else f"{previous}, then {device}"
     arguments = shlex.join(sys.argv[1:] if argv is None else argv)
     command = f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
     if from_preset:
