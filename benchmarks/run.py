@@ -6,7 +6,7 @@ Run (from the repository root; `tfdlgm bench [ARGS]` is the same command):
 ```bash
 pip install -e ".[bench,jax]"            # the peer (torch) and the JAX backend
 python benchmarks/run.py --quick         # < 3 min on 2 CPU cores: CI's smoke run
-python benchmarks/run.py                 # full (~15 min on 2 idle cores, estimated)
+python benchmarks/run.py                 # full (~20 min on 2 idle cores: 1,210 s on 2026-12-02)
 python benchmarks/run.py --smoke --out /tmp/bench   # seconds: the active backend, a tiny model
 python benchmarks/run.py --steps-per-execution 16   # Keras' compile(steps_per_execution=16)
 tfdlgm bench --quick                     # the same through the CLI
