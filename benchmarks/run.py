@@ -489,7 +489,7 @@ def goals(results):
             f"training throughput of the shipped VAE on the default backend ({default}) "
             f">= PyTorch eager",
             [
-                (f"{r['model']}, batch {r['batch_size']}{_best(r)}", r["vs_torch-eager"])
+                (_labelled(f"{r['model']}, batch {r['batch_size']}", _best(r)), r["vs_torch-eager"])
                 for r in on_default
             ],
             lambda ratio: ratio >= GOAL_PEER_RATIO_DEFAULT,
@@ -557,14 +557,22 @@ def _fastest(rows, peer):
     for r in rows:
         key, ratio = (r["model"], r["batch_size"]), r.get(f"vs_{peer}")
         if ratio is not None and (key not in fastest or ratio > fastest[key][1]):
-            fastest[key] = (f"{r['variant']}{_best(r, peer)}", ratio)
-    return [(f"{m}, batch {b} ({v})", ratio) for (m, b), (v, ratio) in fastest.items()]
+            fastest[key] = ((r["variant"], _best(r, peer)), ratio)
+    return [
+        (_labelled(f"{m}, batch {b}", *notes), ratio) for (m, b), (notes, ratio) in fastest.items()
+    ]
 
 
 def _best(row, peer="torch-eager"):
     """The ratio of the fastest windows, a check on the medians when the machine is loaded."""
     best = row.get(f"best_vs_{peer}")
-    return "" if best is None else f"; fastest windows {best:.2f}x"
+    return None if best is None else f"fastest windows {best:.2f}x"
+
+
+def _labelled(case, *notes):
+    """`case (note; note)`, leaving out the notes that are None."""
+    notes = [n for n in notes if n]
+    return f"{case} ({'; '.join(notes)})" if notes else case
 
 
 def _goal(name, cases, passes, describe, why_not=None):
