@@ -373,14 +373,40 @@ def test_the_card_records_the_learning_rate_by_epoch(tmp_path, monkeypatch):
         [0, lvae["optimizer"]["config"]["learning_rate"]],
         [468, lvae["fine_tune"]["learning_rate"]],
     ]
+    vae = train.RECIPES["vae-mnist"]
     before, after = _run_from_preset(
         train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--learning-rate", "2.5e-4"
     )
-    epochs = before["recipe"]["epochs"]
-    assert after["recipe"]["learning_rates"] == [[0, 1e-3], [epochs, 2.5e-4]]
+    epochs, earlier = before["recipe"]["epochs"], train.preset_learning_rates(vae, before["recipe"])
+    assert earlier[0] == [0, 1e-3]
+    assert after["recipe"]["learning_rates"] == [*earlier, [epochs, 2.5e-4]]
     assert after["recipe"]["optimizer"]["config"]["learning_rate"] == 2.5e-4
-    assert f"- Learning rate: 0.001, then 0.00025 from epoch {epochs}\n" in zoo.card(
-        tmp_path / "vae-mnist"
-    )
+    assert f"then 0.00025 from epoch {epochs}\n" in zoo.card(tmp_path / "vae-mnist")
+    assert "- Learning rate as trained: 0.001, then " in zoo.card(tmp_path / "vae-mnist")
     with pytest.raises(SystemExit):
         train.main(["vae-mnist", "--continue", "--epochs", "1", "--learning-rate", "0"])
+
+
+def test_the_presets_that_follow_burda_et_al_continue_their_schedule_at_the_preset_epoch():
+    train = _zoo_train()
+    vae, iwae = (
+        train.learning_rate_schedule(train.RECIPES[n]) for n in ("vae-mnist", "iwae-mnist")
+    )
+    assert vae(0) == iwae(0) == 1e-3
+    assert vae(1833) == pytest.approx(1e-4) and iwae(56) == pytest.approx(1e-3 * 10 ** (-4 / 7))
+    lvae = train.RECIPES["lvae-mnist"]
+    assert train.learning_rate_schedule(lvae) is None  # constant rates
+    fine_tune = train.fine_tune_recipe(
+        {**lvae, "learning_rate_schedule": {}}, zoo.config("lvae-mnist")
+    )
+    assert train.learning_rate_schedule(fine_tune) is None  # the stage keeps its own rate
+    # the record: the rates before, then each stage the run trained in, rounded to 6 digits
+    assert train.with_rates([[0, 1e-3]], iwae.changes(56, 130)) == [
+        [0, 1e-3],
+        [56, 0.00026827],
+        [121, 0.00019307],
+    ]
+    assert train.with_rates([[0, 1e-3], [1833, 1e-4]], vae.changes(1900, 3000)) == [
+        [0, 1e-3],
+        [1833, 1e-4],
+    ]

@@ -9,6 +9,7 @@ from tfdlgm import (
     impute,
     models,
     objectives,
+    schedules,
     zoo,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "impute",
     "models",
     "objectives",
+    "schedules",
     "zoo",
     "__version__",
 ]

@@ -6,7 +6,9 @@ TFDLGM_MNIST=../shared/data/mnist.npz KERAS_BACKEND=jax \
 ```
 
 A recipe (`RECIPES`) is data: the model's registered class and config, the optimizer's config,
-the batch size, the KL warm-up, the paper it follows. Training is `tfdlgm.training.train`: it
+the batch size, the KL warm-up, the learning-rate schedule (`tfdlgm.schedules.StagedDecay`,
+Burda et al.'s for the presets that follow them; a run from a preset continues it at the
+preset's epoch), the paper it follows. Training is `tfdlgm.training.train`: it
 logs to TensorBoard under `logs/<name>` and checkpoints every epoch into `checkpoints/<name>/`
 (atomically; `state.json` also keeps the wall time so far). `--resume` continues from that
 checkpoint; `--max-minutes` stops before an epoch that would not end within the budget. Then
@@ -51,8 +53,11 @@ import numpy as np
 import tfdlgm
 from tfdlgm import training
 from tfdlgm.evaluation import evaluate_protocol
+from tfdlgm.schedules import StagedDecay
 
 ZOO_DIR = os.path.dirname(os.path.abspath(__file__))
+# Burda et al. (2015, sec. 5): 3^i epochs at 1e-3 * 10^(-i/7), i = 0, ..., 7 (3,280 epochs).
+BURDA_SCHEDULE = {"decay": 10 ** (-1 / 7), "growth": 3, "stages": 8}
 
 RECIPES = {
     "vae-mnist": {
@@ -80,7 +85,11 @@ RECIPES = {
             "class_name": "Adam",
             "config": {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
         },
-        "optimizer_text": "Adam (learning rate 1e-3, epsilon 1e-4)",
+        "optimizer_text": (
+            "Adam (epsilon 1e-4), learning rate 1e-3 * 10^(-i/7) for 3^i epochs, i = 0, ..., 7 "
+            "(Burda et al.'s schedule)"
+        ),
+        "learning_rate_schedule": BURDA_SCHEDULE,
         "objective_text": "ELBO with one sample",
         "paper_epochs": 3280,
         "reference_text": (
@@ -159,9 +168,10 @@ RECIPES = {
             "config": {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
         },
         "optimizer_text": (
-            "Adam (learning rate 1e-3, epsilon 1e-4; the paper decays the rate by 10^(-1/7) "
-            "after 3^i epochs and uses batches of 20)"
+            "Adam (epsilon 1e-4), learning rate 1e-3 * 10^(-i/7) for 3^i epochs, i = 0, ..., 7 "
+            "(Burda et al.'s schedule; they use batches of 20)"
         ),
+        "learning_rate_schedule": BURDA_SCHEDULE,
         "objective_text": "importance-weighted bound L_50",
         "paper_epochs": 3280,
         "reference_text": (
@@ -247,6 +257,7 @@ def fine_tune_recipe(recipe, preset):
             f"{recipe['objective_text']}, {stage['objective_text']} from epoch {start}"
         ),
         "fine_tune_from_epoch": start,
+        "learning_rate_schedule": None,  # the stage trains at its own constant rate
         "preset": preset["recipe"],
     }
 
@@ -268,6 +279,25 @@ def preset_learning_rates(recipe, record):
     rates = [[0, recipe["optimizer"]["config"]["learning_rate"]]]
     if "fine_tune_from_epoch" in record:
         rates.append([record["fine_tune_from_epoch"], recipe["fine_tune"]["learning_rate"]])
+    return rates
+
+
+def learning_rate_schedule(recipe):
+    """The recipe's per-epoch `StagedDecay` from its optimizer's rate, or None (a constant rate)."""
+    stages = recipe.get("learning_rate_schedule")
+    if stages is None:
+        return None
+    return StagedDecay(base=recipe["optimizer"]["config"]["learning_rate"], **stages)
+
+
+def with_rates(rates, changes):
+    """The record `rates` (`[[from_epoch, rate], ...]`) followed by `changes`, each rate rounded
+    to 6 significant digits and kept only where it differs from the one before."""
+    rates = [list(entry) for entry in rates]
+    for epoch, rate in changes:
+        rate = float(f"{rate:.6g}")
+        if not rates or rates[-1][1] != rate:
+            rates.append([epoch, rate])
     return rates
 
 
@@ -365,7 +395,7 @@ def _learning_rates_text(recorded):
     if len(rates) < 2:
         return ""
     steps = ", then ".join(f"{rate:g} from epoch {epoch}" for epoch, rate in rates[1:])
-    return f"- Learning rate: {rates[0][1]:g}, then {steps}\n"
+    return f"- Learning rate as trained: {rates[0][1]:g}, then {steps}\n"
 
 
 def _notes_text(recorded):
@@ -543,7 +573,7 @@ def main(argv=None):
     done, logs = _checkpoint_logs(checkpoints) if args.resume else (0, {})
     if done:
         print(f"Resuming {run_name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
-        if args.learning_rate is None and "learning_rate" in logs:
+        if args.learning_rate is None and "learning_rate_since" in logs:
             parser.error(
                 f"the checkpoint trained at learning rate {logs['learning_rate']:g}: pass "
                 "--learning-rate to resume it (the card records the rate)"
@@ -553,11 +583,12 @@ def main(argv=None):
         model = tfdlgm.zoo.load(preset_folder, compile=False, objective=objective)
         model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
     since, callbacks = preset_epochs, []
+    schedule = None if args.learning_rate is not None else learning_rate_schedule(recipe)
     if args.learning_rate is not None:  # from this run's start, or as its checkpoint says
         since = logs["learning_rate_since"] if logs.get("learning_rate") == rate else done or since
         callbacks.append(LearningRate(rate, since))
-    if not rates or rates[-1][1] != rate:
-        rates.append([since, rate])
+    elif schedule is not None:  # set each epoch from the epoch alone, so resuming continues it
+        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     clock = WallClock(logs.get("wall_seconds", preset_seconds), max_seconds)
     model = training.train(
@@ -573,6 +604,10 @@ def main(argv=None):
         initial_epoch=preset_epochs,
     ).model
     epochs_done = _checkpoint_logs(checkpoints)[0] or preset_epochs
+    if schedule is None:
+        rates = with_rates(rates, [[since, rate]])
+    else:
+        rates = with_rates(rates, schedule.changes(preset_epochs, epochs_done))
     device = (
         args.device
         or f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores, shared)"
