@@ -58,6 +58,16 @@ from tfdlgm.schedules import StagedDecay
 ZOO_DIR = os.path.dirname(os.path.abspath(__file__))
 # Burda et al. (2015, sec. 5): 3^i epochs at 1e-3 * 10^(-i/7), i = 0, ..., 7 (3,280 epochs).
 BURDA_SCHEDULE = {"decay": 10 ** (-1 / 7), "growth": 3, "stages": 8}
+BURDA_SCHEDULE_TEXT = (
+    "learning rate 1e-3 * 10^(-i/7) for 3^i epochs, i = 0, ..., 7 (Burda et al.'s schedule)"
+)
+
+
+def adam(learning_rate):
+    """The recipes' optimizer: Adam with epsilon 1e-4 (Burda et al. 2015, sec. 5)."""
+    config = {"learning_rate": learning_rate, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4}
+    return {"class_name": "Adam", "config": config}
+
 
 RECIPES = {
     "vae-mnist": {
@@ -81,14 +91,8 @@ RECIPES = {
                 "seed": 0,
             },
         },
-        "optimizer": {
-            "class_name": "Adam",
-            "config": {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
-        },
-        "optimizer_text": (
-            "Adam (epsilon 1e-4), learning rate 1e-3 * 10^(-i/7) for 3^i epochs, i = 0, ..., 7 "
-            "(Burda et al.'s schedule)"
-        ),
+        "optimizer": adam(1e-3),
+        "optimizer_text": f"Adam (epsilon 1e-4), {BURDA_SCHEDULE_TEXT}",
         "learning_rate_schedule": BURDA_SCHEDULE,
         "objective_text": "ELBO with one sample",
         "paper_epochs": 3280,
@@ -122,10 +126,7 @@ RECIPES = {
                 "seed": 0,
             },
         },
-        "optimizer": {
-            "class_name": "Adam",
-            "config": {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
-        },
+        "optimizer": adam(1e-3),
         "optimizer_text": (
             "Adam (learning rate 1e-3, epsilon 1e-4) in place of the paper's RMSprop; no "
             "weight prior (kappa) and no input noise"
@@ -163,14 +164,8 @@ RECIPES = {
                 "seed": 0,
             },
         },
-        "optimizer": {
-            "class_name": "Adam",
-            "config": {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
-        },
-        "optimizer_text": (
-            "Adam (epsilon 1e-4), learning rate 1e-3 * 10^(-i/7) for 3^i epochs, i = 0, ..., 7 "
-            "(Burda et al.'s schedule; they use batches of 20)"
-        ),
+        "optimizer": adam(1e-3),
+        "optimizer_text": f"Adam (epsilon 1e-4), {BURDA_SCHEDULE_TEXT}; their batches are of 20",
         "learning_rate_schedule": BURDA_SCHEDULE,
         "objective_text": "importance-weighted bound L_50",
         "paper_epochs": 3280,
@@ -206,10 +201,7 @@ RECIPES = {
                 "seed": 0,
             },
         },
-        "optimizer": {
-            "class_name": "Adam",
-            "config": {"learning_rate": 2e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-4},
-        },
+        "optimizer": adam(2e-3),
         "optimizer_text": "Adam (learning rate 2e-3, epsilon 1e-4)",
         "objective_text": "ELBO with one sample, KL warm-up over the first 100 epochs",
         "warm_up_epochs": 100,
