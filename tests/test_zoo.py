@@ -410,3 +410,19 @@ def test_the_presets_that_follow_burda_et_al_continue_their_schedule_at_the_pres
         [0, 1e-3],
         [1833, 1e-4],
     ]
+
+
+def test_the_card_says_the_rates_a_preset_trained_at_where_they_changed_or_are_scheduled():
+    train = _zoo_train()
+    config = zoo.config("iwae-mnist")  # a scheduled recipe: the line even for one rate
+    recipe = train.preset_recipe(train.RECIPES["iwae-mnist"], config)
+    rates = train.preset_learning_rates(recipe, config["recipe"])
+    line = train._learning_rates_text(recipe, config["recipe"])
+    assert line.startswith(f"- Learning rate as trained: {rates[0][1]:g}")
+    assert line.count(", then ") == len(rates) - 1 and line.endswith("\n")
+    dlgm = train.RECIPES["dlgm-mnist"]  # a constant rate: the recipe's text says it
+    assert train._learning_rates_text(dlgm, {"learning_rates": [[0, 1e-3]]}) == ""
+    changed = {"learning_rates": [[0, 1e-3], [900, 1e-4]]}
+    assert train._learning_rates_text(dlgm, changed) == (
+        "- Learning rate as trained: 0.001, then 0.0001 from epoch 900\n"
+    )

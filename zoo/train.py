@@ -381,13 +381,14 @@ def slice_figures(model):
     }
 
 
-def _learning_rates_text(recorded):
-    """The card's line on a learning rate that changed between runs, else nothing."""
-    rates = recorded.get("learning_rates", [])
-    if len(rates) < 2:
+def _learning_rates_text(recipe, recorded):
+    """The card's line on the learning rates the preset trained at, where they changed between
+    runs or the recipe schedules them (its text then says what it would do), else nothing."""
+    rates = preset_learning_rates(recipe, recorded)
+    if len(rates) < 2 and recipe.get("learning_rate_schedule") is None:
         return ""
-    steps = ", then ".join(f"{rate:g} from epoch {epoch}" for epoch, rate in rates[1:])
-    return f"- Learning rate as trained: {rates[0][1]:g}, then {steps}\n"
+    steps = "".join(f", then {rate:g} from epoch {epoch}" for epoch, rate in rates[1:])
+    return f"- Learning rate as trained: {rates[0][1]:g}{steps}\n"
 
 
 def _notes_text(recorded):
@@ -431,7 +432,7 @@ model.fit(tfdlgm.datasets.mnist("train"), epochs=1)   # fine-tune with plain Ker
 - Epochs: {recorded["epochs"]} ({paper_epochs}; see the figures for \
 how far this preset is from converged)
 - Batch size: {recipe["batch_size"]}, {recipe["optimizer_text"]}, {recipe["objective_text"]}
-{_learning_rates_text(recorded)}\
+{_learning_rates_text(recipe, recorded)}\
 - Data: 50,000 MNIST training images, dynamically binarised (`{recipe["data"]}`)
 - Wall time: {recorded["wall_time_minutes"]:.1f} min of training on {recorded["device"]}, \
 backend {recorded["backend"]}
