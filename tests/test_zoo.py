@@ -426,3 +426,27 @@ def test_the_card_says_the_rates_a_preset_trained_at_where_they_changed_or_are_s
     assert train._learning_rates_text(dlgm, changed) == (
         "- Learning rate as trained: 0.001, then 0.0001 from epoch 900\n"
     )
+
+
+def test_a_run_from_a_preset_continues_at_the_rate_it_last_trained_at(tmp_path, monkeypatch):
+    train = _zoo_train()
+    lvae = train.RECIPES["lvae-mnist"]
+    tuned = train.preset_recipe(lvae, zoo.config("lvae-mnist"))  # fine-tuned already
+    rates = train.preset_learning_rates(lvae, tuned["preset"])
+    assert train.continued_learning_rate(tuned, rates) == rates[-1][1]
+    fresh = {"recipe": {**zoo.config("lvae-mnist")["recipe"], "epochs": 7}}
+    del fresh["recipe"]["fine_tune_from_epoch"]
+    begins = train.fine_tune_recipe(lvae, fresh)  # begins fine-tuning: the stage's own rate
+    assert train.continued_learning_rate(begins, [[0, 2e-3]]) == lvae["fine_tune"]["learning_rate"]
+    name = "dlgm-mnist"  # a constant-rate recipe, continued without --learning-rate
+    shutil.copytree(ZOO_TRAIN.parent / name, tmp_path / name)
+    config = zoo.config(tmp_path / name)
+    config["recipe"]["learning_rates"] = [[0, 1e-3], [5, 3e-4]]
+    (tmp_path / name / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
+    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(config["figures"]))
+    epochs = str(config["recipe"]["epochs"])
+    assert train.main([name, "--continue", "--epochs", epochs, "--workdir", str(tmp_path)]) == 0
+    after = zoo.config(tmp_path / name)["recipe"]
+    assert after["learning_rates"] == [[0, 1e-3], [5, 3e-4]]
+    assert after["optimizer"]["config"]["learning_rate"] == 3e-4

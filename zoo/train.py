@@ -26,7 +26,8 @@ the card (say, what was unusual about it); runs from the preset keep its notes.
 
 `--continue` starts from the shipped preset `zoo/<name>` instead of from scratch (its weights,
 epoch count and wall time carry on; its optimizer state is not kept) and trains on the stage
-the preset was trained on; `--fine-tune` trains on the recipe's `fine_tune` stage instead:
+the preset was trained on, at the rate it last trained at (a scheduled recipe: at its
+schedule's rate for the epoch); `--fine-tune` trains on the recipe's `fine_tune` stage instead:
 another objective and learning rate, e.g. the importance-weighted fine-tuning of Sønderby et
 al. (2016) (a preset fine-tuned already continues that stage). `--epochs` counts the preset's
 epochs too, and the card lists every command since the first. Checkpoints are not shipped, so
@@ -293,6 +294,16 @@ def with_rates(rates, changes):
     return rates
 
 
+def continued_learning_rate(recipe, rates):
+    """The learning rate of a run from a preset (`recipe["preset"]`, whose rates by epoch are
+    `rates`) on a constant-rate recipe, unless `--learning-rate` says otherwise: the rate the
+    preset last trained at, except in a run that begins the recipe's fine-tuning stage, which
+    starts at the stage's own rate."""
+    if recipe.get("fine_tune_from_epoch") == recipe["preset"]["epochs"]:
+        return recipe["optimizer"]["config"]["learning_rate"]
+    return rates[-1][1]
+
+
 def build(recipe):
     """The recipe's model, compiled with its optimizer (both by registered class name)."""
     model = keras.saving.deserialize_keras_object(recipe["model"])
@@ -518,7 +529,8 @@ def main(argv=None):
         "--learning-rate",
         type=float,
         default=None,
-        help="this run's learning rate in place of its stage's (the card records from when)",
+        help="this run's learning rate (default: the recipe's or its schedule's; from a preset "
+        "on a constant rate: the rate the preset last trained at); the card records from when",
     )
     parser.add_argument(
         "--note",
@@ -558,15 +570,18 @@ def main(argv=None):
         preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
         rates = preset_learning_rates(RECIPES[args.name], recipe["preset"])
         run_name = f"{args.name}-{'fine-tune' if fine_tuning else 'continue'}"
-    if args.learning_rate is not None:
-        recipe = with_learning_rate(recipe, args.learning_rate)
+    learning_rate = args.learning_rate
+    if learning_rate is None and from_preset and learning_rate_schedule(recipe) is None:
+        learning_rate = continued_learning_rate(recipe, rates)
+    if learning_rate is not None:
+        recipe = with_learning_rate(recipe, learning_rate)
     rate = recipe["optimizer"]["config"]["learning_rate"]
     checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
     done, logs = _checkpoint_logs(checkpoints) if args.resume else (0, {})
     if done:
         print(f"Resuming {run_name} at epoch {done} ({logs.get('wall_seconds', 0):.0f} s)")
-        if args.learning_rate is None and "learning_rate_since" in logs:
+        if learning_rate is None and "learning_rate_since" in logs:
             parser.error(
                 f"the checkpoint trained at learning rate {logs['learning_rate']:g}: pass "
                 "--learning-rate to resume it (the card records the rate)"
@@ -576,8 +591,8 @@ def main(argv=None):
         model = tfdlgm.zoo.load(preset_folder, compile=False, objective=objective)
         model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
     since, callbacks = preset_epochs, []
-    schedule = None if args.learning_rate is not None else learning_rate_schedule(recipe)
-    if args.learning_rate is not None:  # from this run's start, or as its checkpoint says
+    schedule = None if learning_rate is not None else learning_rate_schedule(recipe)
+    if learning_rate is not None:  # from this run's start, or as its checkpoint says
         since = logs["learning_rate_since"] if logs.get("learning_rate") == rate else done or since
         callbacks.append(LearningRate(rate, since))
     elif schedule is not None:  # set each epoch from the epoch alone, so resuming continues it
