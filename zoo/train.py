@@ -166,7 +166,9 @@ RECIPES = {
             },
         },
         "optimizer": adam(1e-3),
-        "optimizer_text": f"Adam (epsilon 1e-4), {BURDA_SCHEDULE_TEXT}; their batches are of 20",
+        "optimizer_text": (
+            f"Adam (epsilon 1e-4; Burda et al. use batches of 20), {BURDA_SCHEDULE_TEXT}"
+        ),
         "learning_rate_schedule": BURDA_SCHEDULE,
         "objective_text": "importance-weighted bound L_50",
         "paper_epochs": 3280,
