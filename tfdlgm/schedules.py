@@ -69,11 +69,3 @@ class StagedDecay:
             return []
         starts = (self.stage_start(i) for i in range(self.stage(start) + 1, self.stages))
         return [[start, self(start)]] + [[e, self(e)] for e in starts if e < stop]
-
-    def get_config(self):
-        return {
-            "base": self.base,
-            "decay": self.decay,
-            "growth": self.growth,
-            "stages": self.stages,
-        }

@@ -572,11 +572,11 @@ def main(argv=None):
         preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
         rates = preset_learning_rates(RECIPES[args.name], recipe["preset"])
         run_name = f"{args.name}-{'fine-tune' if fine_tuning else 'continue'}"
-    learning_rate = args.learning_rate
-    if learning_rate is None and from_preset and learning_rate_schedule(recipe) is None:
+    learning_rate, schedule = args.learning_rate, learning_rate_schedule(recipe)
+    if learning_rate is None and from_preset and schedule is None:
         learning_rate = continued_learning_rate(recipe, rates)
-    if learning_rate is not None:
-        recipe = with_learning_rate(recipe, learning_rate)
+    if learning_rate is not None:  # a constant rate, in place of the recipe's schedule
+        recipe, schedule = with_learning_rate(recipe, learning_rate), None
     rate = recipe["optimizer"]["config"]["learning_rate"]
     checkpoints = os.path.join(args.workdir, "checkpoints", run_name)
     keras.utils.set_random_seed(0)
@@ -593,7 +593,6 @@ def main(argv=None):
         model = tfdlgm.zoo.load(preset_folder, compile=False, objective=objective)
         model.compile(optimizer=keras.optimizers.get(recipe["optimizer"]))
     since, callbacks = preset_epochs, []
-    schedule = None if learning_rate is not None else learning_rate_schedule(recipe)
     if learning_rate is not None:  # from this run's start, or as its checkpoint says
         since = logs["learning_rate_since"] if logs.get("learning_rate") == rate else done or since
         callbacks.append(LearningRate(rate, since))
