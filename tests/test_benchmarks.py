@@ -8,8 +8,10 @@ import importlib.util
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -87,6 +89,40 @@ def test_gpu_goals_judge_batch_1000_against_torch_compile_and_the_test_set_time(
     ]
     assert test_set["status"] == "missed" and test_set["cases"][0]["text"] == "12.5 s"
     assert "10,000 test images in < 10 s" in test_set["goal"]
+
+
+class _RecordingModel:
+    """Stands in for a Keras model in `_time_fit`: records its turn, takes `seconds` an epoch."""
+
+    jit_compile = False
+
+    def __init__(self, name, seconds, turns):
+        self.name, self.seconds, self.turns = name, seconds, turns
+
+    def compile(self, **kwargs):
+        pass
+
+    def fit(self, x, batch_size, epochs, shuffle, verbose, callbacks):
+        for epoch in range(epochs):
+            self.turns.append(self.name)
+            for callback in callbacks:
+                callback.on_epoch_begin(epoch)
+            time.sleep(self.seconds)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch)
+
+
+def test_time_fit_takes_turns_in_an_order_that_reverses_every_epoch():
+    turns = []
+    models = [_RecordingModel("ours", 0.05, turns), _RecordingModel("minimal", 0.01, turns)]
+    ours, minimal = _suite()._time_fit(models, batch_size=10, steps=3, windows=3, jit_compile=False)
+    assert turns == ["ours", "minimal", "minimal", "ours", "ours", "minimal", "minimal", "ours"]
+    for rates, seconds in ((ours, 0.05), (minimal, 0.01)):
+        assert len(rates["window_seconds"]) == 3  # the warm-up epoch is left out
+        assert all(seconds <= window < seconds + 0.5 for window in rates["window_seconds"])
+        median = statistics.median(rates["window_seconds"])
+        assert rates["examples_per_second"] == pytest.approx(30 / median)
+    assert ours["examples_per_second"] < minimal["examples_per_second"]
 
 
 def _bench(tmp_path, *args):
