@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfdlgm.callbacks import KLWarmUp, LatentDiagnostics, TensorBoard
+from tfdlgm.callbacks import KLWarmUp, LatentDiagnostics, StopOnSignal, TensorBoard
 from tfdlgm.models import VAE, LadderVAE
 
 
@@ -197,3 +198,62 @@ def test_tensorboard_serves_the_logs(binary_data, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+class _SignalAt(keras.callbacks.Callback):
+    """Sends `number` to this process after batch `batch` of epoch `epoch`, `times` times."""
+
+    def __init__(self, number, epoch, batch=0, times=1):
+        super().__init__()
+        self.number, self.at, self.times = number, (epoch, batch), times
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.number)
+
+
+def _small_vae():
+    model = VAE(latent_dim=2, hidden=(8,), data_dim=20, seed=0)
+    model.compile(optimizer="adam")
+    return model
+
+
+def test_stop_on_signal_ends_fit_after_the_epoch_in_progress(binary_data):
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopOnSignal()
+    history = _small_vae().fit(
+        binary_data,
+        batch_size=32,
+        epochs=6,
+        verbose=0,
+        callbacks=[_SignalAt(signal.SIGTERM, epoch=1, batch=0), stop],
+    )
+    assert history.epoch == [0, 1]  # epoch 1 ran to its end: all 4 of its batches
+    assert stop.received == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_signal_stops_at_once_with_the_previous_handler(binary_data):
+    class Interrupted(Exception):
+        pass
+
+    def previous(number, frame):
+        raise Interrupted(number)
+
+    before = signal.signal(signal.SIGINT, previous)
+    try:
+        with pytest.raises(Interrupted):
+            _small_vae().fit(
+                binary_data,
+                batch_size=32,
+                epochs=6,
+                verbose=0,
+                callbacks=[_SignalAt(signal.SIGINT, epoch=1, times=2), StopOnSignal()],
+            )
+        assert signal.getsignal(signal.SIGINT) is previous
+    finally:
+        signal.signal(signal.SIGINT, before)

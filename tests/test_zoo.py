@@ -368,6 +368,23 @@ def test_notes_reach_the_card_and_later_runs_keep_them(tmp_path, monkeypatch):
     assert "- Note: an unusual run\n- Note: re-measured\n" in zoo.card(tmp_path / "vae-mnist")
 
 
+def test_a_run_stopped_by_a_signal_says_so_on_its_card(tmp_path, monkeypatch):
+    train = _zoo_train()
+
+    class Signalled(train.tfdlgm.callbacks.StopOnSignal):
+        def __init__(self):
+            super().__init__()
+            self.received = "SIGTERM"
+
+    monkeypatch.setattr(train.tfdlgm.callbacks, "StopOnSignal", Signalled)
+    before, after = _run_from_preset(train, "vae-mnist", tmp_path, monkeypatch, "--continue")
+    epochs = before["recipe"]["epochs"]
+    assert (
+        after["recipe"]["notes"][-1] == f"This run was stopped by SIGTERM after epoch {epochs:,}."
+    )
+    assert f"stopped by SIGTERM after epoch {epochs:,}" in zoo.card(tmp_path / "vae-mnist")
+
+
 def test_the_card_records_the_learning_rate_by_epoch(tmp_path, monkeypatch):
     train = _zoo_train()
     lvae = train.RECIPES["lvae-mnist"]

@@ -1,7 +1,10 @@
-"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard, and a
-guard that stops training at a non-finite loss."""
+"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard, a
+guard that stops training at a non-finite loss, and a graceful stop on SIGINT / SIGTERM."""
 
 import math
+import signal
+import sys
+import threading
 
 import keras
 import numpy as np
@@ -247,6 +250,65 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             batch=batch,
             value=value,
         )
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Ends `fit` at the end of the epoch in progress on SIGINT (Ctrl-C) or SIGTERM (`kill`),
+    so that what follows the last epoch (checkpoints, evaluation, saving) still runs; a second
+    signal stops at once, as it would without this callback.
+
+    The handlers are installed when training begins and the previous ones put back when it
+    ends (or at the second signal). Signals reach only the main thread: elsewhere the
+    callback does nothing. `tfdlgm train` and `zoo/train.py` use it.
+
+    Attributes:
+        received: the signal's name (`"SIGTERM"`), or None while none has come.
+
+    Example:
+
+    ```python
+    model.fit(train, epochs=3000, callbacks=[tfdlgm.callbacks.StopOnSignal()])
+    # kill -TERM <pid>: the epoch in progress ends, then fit returns
+    ```
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        super().__init__()
+        self.received = None
+        self._previous = {}
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {
+                number: signal.signal(number, self._handle) for number in self.SIGNALS
+            }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.received:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self._restore()
+
+    def _handle(self, number, frame):
+        name = signal.Signals(number).name
+        if self.received:  # the second: what the previous handler would have done
+            self._restore()
+            signal.raise_signal(number)
+            return
+        self.received = name
+        print(
+            f"\n{name}: training stops at the end of this epoch (send it again to stop now).",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _restore(self):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
 
 
 def _loss(logs):

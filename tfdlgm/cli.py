@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model on MNIST",
         description="Trains a model on dynamically binarised MNIST with Keras' fit (a progress "
-        "bar per epoch), checkpointing every epoch; see tfdlgm.training.train.",
+        "bar per epoch), checkpointing every epoch; see tfdlgm.training.train. Ctrl-C or "
+        "SIGTERM ends it after the epoch in progress (and writes --output); a second, at once.",
     )
     model = train.add_argument_group("model")
     model.add_argument("--model", choices=MODELS, required=True, help="the model family")
@@ -223,7 +224,7 @@ def _train(args):
 def _train_in_block(args):
     import keras
 
-    from tfdlgm import datasets, training
+    from tfdlgm import callbacks, datasets, training
 
     model = _build_model(args)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
@@ -254,6 +255,7 @@ def _train_in_block(args):
             resume=args.resume,
             validation_data=validation_data,
             warm_up_epochs=args.warm_up,
+            callbacks=[callbacks.StopOnSignal()],
         )
     except training.NonFiniteLossError as error:
         raise CommandError(str(error)) from error

@@ -11,7 +11,8 @@ Burda et al.'s for the presets that follow them; a run from a preset continues i
 preset's epoch), the paper it follows. Training is `tfdlgm.training.train`: it
 logs to TensorBoard under `logs/<name>` and checkpoints every epoch into `checkpoints/<name>/`
 (atomically; `state.json` also keeps the wall time so far). `--resume` continues from that
-checkpoint; `--max-minutes` stops before an epoch that would not end within the budget. Then
+checkpoint; `--max-minutes` stops before an epoch that would not end within the budget, and
+SIGTERM or Ctrl-C (`tfdlgm.callbacks.StopOnSignal`) after the epoch in progress. Then
 the model is evaluated on the test set (fixed binarisation, seed 0) by the evaluation protocol
 (ARCHITECTURE.md): ELBO, L_1, L_5, L_50 on all 10,000 images, L_5000 on the first
 `--ll-examples` (by default all), KL per latent layer and active units (Burda et al. 2015,
@@ -600,6 +601,7 @@ def main(argv=None):
         callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     clock = WallClock(logs.get("wall_seconds", preset_seconds), max_seconds)
+    stop = tfdlgm.callbacks.StopOnSignal()  # kill -TERM: evaluate after the epoch in progress
     model = training.train(
         model or build(recipe),
         tfdlgm.datasets.mnist("train", batch_size=recipe["batch_size"], seed=0),
@@ -608,7 +610,7 @@ def main(argv=None):
         checkpoint_dir=checkpoints,
         resume=args.resume,
         warm_up_epochs=recipe.get("warm_up_epochs"),
-        callbacks=[clock, *callbacks],
+        callbacks=[clock, stop, *callbacks],
         verbose=2,
         initial_epoch=preset_epochs,
     ).model
@@ -640,7 +642,10 @@ def main(argv=None):
         "backend": keras.backend.backend(),
     }
     recorded["learning_rates"] = rates
-    recorded = with_notes(recorded, recipe.get("preset", {}), args.note)
+    notes = args.note
+    if stop.received:
+        notes = [*notes, f"This run was stopped by {stop.received} after epoch {epochs_done:,}."]
+    recorded = with_notes(recorded, recipe.get("preset", {}), notes)
     if "fine_tune_from_epoch" in recipe:
         recorded["fine_tune_from_epoch"] = recipe["fine_tune_from_epoch"]
     figures = write_preset(model, args.name, recipe, recorded, args.ll_examples, args.out)
