@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 from keras import ops
 
@@ -10,6 +11,7 @@ from tfdlgm.distributions import (
     BernoulliObservation,
     DiagonalGaussian,
     GaussianObservation,
+    LogitBernoulli,
     RankOneGaussian,
     RankOnePrecisionNormal,
     diagonal_normal,
@@ -174,6 +176,21 @@ def test_bernoulli_observation_log_prob_is_binary_cross_entropy(rng):
     p = _np(dist.mean())
     expected = (x * np.log(p) + (1 - x) * np.log(1 - p)).sum(-1)
     np.testing.assert_allclose(_np(dist.log_prob(x)), expected, rtol=1e-5)
+
+
+def test_logit_bernoulli_agrees_with_tfp_bernoulli_from_saturated_to_even_logits():
+    logits = np.array([-60.0, -20.0, -3.0, -1e-3, 0.0, 0.5, 4.0, 20.0, 60.0], "float32")
+    ours, theirs = LogitBernoulli(logits=logits), tfd.Bernoulli(logits=logits)
+    for x in (np.zeros_like(logits), np.ones_like(logits)):
+        np.testing.assert_allclose(
+            _np(ours.log_prob(x)), _np(theirs.log_prob(x)), rtol=1e-6, atol=1e-5
+        )
+    expected = np.log(scipy.special.expit(logits[3:7]))  # log sigmoid(l), x = 1
+    np.testing.assert_allclose(_np(ours.log_prob(np.ones_like(logits)))[3:7], expected, atol=1e-6)
+    np.testing.assert_allclose(_np(ours.mean()), _np(theirs.mean()))
+    draws = _np(ours.sample(4000, seed=_seed(3)))
+    assert set(np.unique(draws)) <= {0, 1}
+    np.testing.assert_allclose(draws.mean(0), scipy.special.expit(logits), atol=0.03)
 
 
 def test_factories_reject_unknown_names():
