@@ -125,6 +125,27 @@ def test_time_fit_takes_turns_in_an_order_that_reverses_every_epoch():
     assert ours["examples_per_second"] < minimal["examples_per_second"]
 
 
+def test_step_cost_compares_the_compiled_steps_and_ours_takes_no_extra_transcendentals():
+    """benchmarks/step_cost.py on the tiny VAE: the same FLOPs to 2% (ours adds the metrics'
+    updates) and the same exponentials and logarithms to 1% (TFP's Bernoulli would add a
+    second softplus on every pixel: +33% here)."""
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "step_cost.py"
+    process = subprocess.run(
+        [sys.executable, str(script), "--model", "tiny VAE 784-16-2", "--steps", "2"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    ours, minimal = result["ours"], result["minimal"]
+    assert 1.0 <= ours["flops"] / minimal["flops"] < 1.02
+    assert 1.0 <= ours["transcendentals"] / minimal["transcendentals"] < 1.01
+    for figures in (ours, minimal):
+        assert figures["fused kernels"] > 0 and len(figures["turn_seconds"]) == 6
+    assert result["ratio"] == pytest.approx(ours["ms_per_step"] / minimal["ms_per_step"])
+
+
 def _bench(tmp_path, *args):
     process = subprocess.run(
         [sys.executable, "-m", "tfdlgm.cli", "bench", *args, "--out", str(tmp_path)],
