@@ -696,9 +696,9 @@ def _keras_worker(spec, plan):
                     models.append(_build_minimal(name))
                 ours, *minimal = _time_fit(models, batch, *fit)
                 entry.update(ours)
-                for rates in minimal:
-                    entry["minimal_examples_per_second"] = rates["examples_per_second"]
-                    entry["minimal_window_seconds"] = rates["window_seconds"]
+                if minimal:
+                    entry["minimal_examples_per_second"] = minimal[0]["examples_per_second"]
+                    entry["minimal_window_seconds"] = minimal[0]["window_seconds"]
             except Exception as error:
                 entry["error"] = f"{type(error).__name__}: {error}"
             entry["load_average_after"] = os.getloadavg()
