@@ -23,6 +23,7 @@ from tfdlgm.backend import (
     tfp_seed,
 )
 from tfdlgm.distributions import OBSERVATIONS, observation_layer, standard_normal
+from tfdlgm.metrics import MeanTerms
 
 # The key of the random stream's state among the model's own saved variables.
 _SEED_STATE = "seed_generator_state"
@@ -98,9 +99,9 @@ class LatentModel(keras.Model):
             shape=(), initializer="ones", trainable=False, name="kl_weight"
         )
         self.objective.build(self)
-        self.elbo_tracker = keras.metrics.Mean(name="elbo")
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
-        self.kl_trackers = [keras.metrics.Mean(name=f"kl_{i + 1}") for i in range(len(latent_dims))]
+        self.terms_tracker = MeanTerms(
+            ("elbo", "reconstruction", *(f"kl_{i + 1}" for i in range(len(latent_dims))))
+        )
 
     # -- what a model file implements ------------------------------------------------------
 
@@ -145,10 +146,7 @@ class LatentModel(keras.Model):
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        self.elbo_tracker.update_state(y_pred["elbo"])
-        self.reconstruction_tracker.update_state(y_pred["reconstruction"])
-        for i, tracker in enumerate(self.kl_trackers):
-            tracker.update_state(y_pred[f"kl_{i + 1}"])
+        self.terms_tracker.update_state(y_pred)
         return multi_worker_logs(self.get_metrics_result())
 
     def fit(self, x=None, *args, **kwargs):
