@@ -26,6 +26,7 @@ import keras
 from keras import ops
 
 from tfdlgm.backend import linalg, tfd, tfp
+from tfdlgm.layers import Dense
 
 SUPPORT_BINARY = "binary"
 SUPPORT_REAL = "real"
@@ -215,7 +216,7 @@ class _DistributionLayer(keras.layers.Layer):
         self.units = units
 
     def _dense(self, name, input_shape, units=None):
-        layer = keras.layers.Dense(units or self.units, name=name, dtype=self.dtype_policy)
+        layer = Dense(units or self.units, name=name, dtype=self.dtype_policy)
         layer.build(input_shape)
         return layer
 

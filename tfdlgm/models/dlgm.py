@@ -6,7 +6,7 @@ from keras import ops
 from tfdlgm import validation
 from tfdlgm.backend import tfd, tfp_seed
 from tfdlgm.distributions import POSTERIORS, SUPPORT_BINARY, posterior_layer, standard_normal
-from tfdlgm.layers import MLP
+from tfdlgm.layers import MLP, Dense
 from tfdlgm.models.base import LatentModel
 from tfdlgm.trace import LatentTrace, Trace
 
@@ -141,14 +141,14 @@ class DLGM(LatentModel):
         self.activation = activation
         dims = self.latent_dims
         self.generative_matrices = [
-            keras.layers.Dense(k, use_bias=False, name=f"G_{i + 1}") for i, k in enumerate(dims)
+            Dense(k, use_bias=False, name=f"G_{i + 1}") for i, k in enumerate(dims)
         ]
         # transitions[i] is T_{i+1}: h_{i+2} [K_{i+2}] -> [K_{i+1}]
         self.transitions = [
             MLP(hidden, activation, name=f"T_{i + 1}") for i in range(len(dims) - 1)
         ]
         self.transition_outputs = [
-            keras.layers.Dense(dims[i], name=f"T_{i + 1}_output") for i in range(len(dims) - 1)
+            Dense(dims[i], name=f"T_{i + 1}_output") for i in range(len(dims) - 1)
         ]
         self.decoder = MLP(hidden, activation, name="T_0")
         self.encoder = MLP(hidden, activation, name="recognition")
