@@ -76,6 +76,10 @@ tfp = _tfp
 tfd = _tfp.distributions
 tfb = _tfp.bijectors
 
+# `tfdlgm.layers.Dense` folds `[S, B, H]` inputs into matrices around its matmul where that
+# pays: on JAX (XLA:CPU otherwise copies both operands of the kernel gradient transposed).
+FOLD_DENSE_INPUTS = name == "jax"
+
 
 def has_tensorflow():
     """Whether TensorFlow is installed (it may be, and `tf.data` usable, under JAX too)."""

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tfdlgm.backend import FOLD_DENSE_INPUTS
+
 # Activations by the name the papers use where Keras' default differs.
 _ACTIVATIONS = {"leaky_relu": lambda x: ops.leaky_relu(x, negative_slope=0.1)}
 
@@ -25,7 +27,7 @@ class Dense(keras.layers.Dense):
     """
 
     def call(self, inputs, training=None):
-        if keras.backend.backend() != "jax" or len(inputs.shape) <= 2:
+        if not FOLD_DENSE_INPUTS or len(inputs.shape) <= 2:
             return super().call(inputs, training=training)
         leading = ops.shape(inputs)[:-1]
         outputs = super().call(ops.reshape(inputs, (-1, inputs.shape[-1])), training=training)
