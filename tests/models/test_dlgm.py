@@ -8,6 +8,7 @@ from tfdlgm.models import DLGM
 
 from .dlgm_helpers import linear_gaussian_dlgm, small_dlgm
 from .fa_helpers import draw
+from .round_trip import assert_keras_round_trip
 
 # -- the linear-Gaussian DLGM is factor analysis ---------------------------------------------
 
@@ -175,12 +176,7 @@ def test_save_and_load_round_trip_gives_identical_outputs(binary_data, tmp_path)
         objective={"name": "score_function", "num_samples": 2},
     )
     model.objective.baseline.assign(-12.5)
-    model.save(tmp_path / "dlgm.keras")
-    loaded = keras.models.load_model(tmp_path / "dlgm.keras")
-    assert isinstance(loaded, DLGM)
-    assert loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded.elbo(binary_data, seed=5), model.elbo(binary_data, seed=5))
-    np.testing.assert_array_equal(loaded.sample(5, seed=5), model.sample(5, seed=5))
+    loaded = assert_keras_round_trip(model, tmp_path / "dlgm.keras", binary_data)
     np.testing.assert_array_equal(
         ops.convert_to_numpy(loaded.objective.baseline),
         ops.convert_to_numpy(model.objective.baseline),

@@ -9,6 +9,7 @@ from tfdlgm.distributions import diagonal_normal, precision_weighted_merge
 from tfdlgm.models.lvae import LadderVAE
 
 from ..gradients import model_gradients
+from .round_trip import assert_keras_round_trip
 
 
 @pytest.fixture
@@ -104,10 +105,7 @@ def test_save_load_round_trip(binary_data, tmp_path):
     model = small_lvae(objective={"name": "iwae", "num_samples": 3})
     model.compile(optimizer="adam")
     model.fit(binary_data, batch_size=64, epochs=1, verbose=0)
-    model.save(tmp_path / "lvae.keras")
-    loaded = keras.models.load_model(tmp_path / "lvae.keras")
-    assert loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded.elbo(binary_data, seed=4), model.elbo(binary_data, seed=4))
+    assert_keras_round_trip(model, tmp_path / "lvae.keras", binary_data)
 
 
 @pytest.mark.parametrize(
