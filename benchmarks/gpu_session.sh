@@ -1,38 +1,53 @@
 #!/usr/bin/env bash
 # One session on the GPU machine (JAX and PyTorch, no TensorFlow), prepared so that a session
 # lent one spends its 15 device minutes measuring, not setting up:
-#   1. the benchmark suite's JAX variant and the PyTorch peer on the GPU (full mode: training,
-#      sampling, L_5000 throughput, FLOP/s against the GPU's peak, the two GPU goals, among
-#      them L_5000 of vae-mnist on all 10,000 test images), into $OUT/results/;
-#   2. optionally, a zoo preset trained further from its shipped weights for MINUTES minutes
-#      (`zoo/train.py PRESET --continue`) and evaluated by the protocol, into $OUT/zoo/PRESET/.
+#   1. the benchmark suite's JAX variant and the PyTorch peer on the GPU (full mode: the GPU
+#      goals first, L_5000 of vae-mnist on all 10,000 test images, then training, sampling,
+#      L_5000 throughput, FLOP/s against the GPU's peak), into $OUT/results/, within
+#      BENCH_SECONDS (run.py --max-seconds: what was measured before the budget ran out is
+#      kept, and the report says the run is partial);
+#   2. optionally, a zoo preset trained further from its shipped weights for what is left of
+#      SESSION_SECONDS less EVAL_SECONDS (`zoo/train.py PRESET --continue`) and evaluated by the
+#      protocol (full float32 matmuls, as on the CPU), into $OUT/zoo/PRESET/.
 #
 # From the development machine, in the repository root:
 #   bash ../shared/tools/device-wheels.sh                    # keras, tfp-nightly, ... into .whl/
 #   mkdir -p .data && cp ../shared/data/mnist.npz .data/      # MNIST (git ignores .data/)
 # then the device tool's run with carry [".whl", ".data"] and timeout_s 600:
-#   bash benchmarks/gpu_session.sh [PRESET MINUTES]          # e.g. vae-mnist 4
+#   bash benchmarks/gpu_session.sh [PRESET]                  # e.g. iwae-mnist
 # and copy the files back: $OUT/results/* into benchmarks/results/, $OUT/zoo/PRESET/* into
 # zoo/PRESET/ (its card then lists this run's command and device after the earlier ones).
 # Without .data the benchmark times L_5000 on random binary images (the time does not depend
-# on the pixels); training needs MNIST. A preset's evaluation after training (L_5000 on all
-# 10,000 test images) runs on the GPU too, within MINUTES' remainder of the 600 s command.
+# on the pixels); training needs MNIST.
+#
+# Dry run on any machine (Python with JAX, no TensorFlow, as the GPU image), before spending
+# device time: OUT=/tmp/out REQUIRE_GPU=0 SESSION_SECONDS=300 BENCH_SECONDS=60 EVAL_SECONDS=100 \
+#   LL_EXAMPLES=20 bash benchmarks/gpu_session.sh iwae-mnist   (3.6 min on the 2-core CPU)
 set -euo pipefail
 preset=${1:-}
-minutes=${2:-4}
 out=${OUT:?run this through the device tool, which sets OUT}
+session_seconds=${SESSION_SECONDS:-570}   # the whole script, within the tool's 600 s command
+bench_seconds=${BENCH_SECONDS:-330}
+eval_seconds=${EVAL_SECONDS:-90}          # the preset's evaluation and writing, after training
+ll_examples=${LL_EXAMPLES:-10000}
+started=$SECONDS
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=2
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
 if [ -f .data/mnist.npz ]; then export TFDLGM_MNIST=$PWD/.data/mnist.npz; fi
-nvidia-smi --query-gpu=name,memory.total --format=csv || true
-python3 -c "import jax, keras, tfdlgm; print(jax.devices(), keras.__version__)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+python3 -c "import jax, keras, tfdlgm; print(jax.devices(), jax.__version__, keras.__version__)"
+if [ "${REQUIRE_GPU:-1}" = 1 ] && ! python3 -c "import jax; assert jax.default_backend() == 'gpu'"
+then
+  echo "gpu_session: JAX sees no GPU; stopping before spending device time on the CPU" >&2
+  exit 1
+fi
 
-# The benchmark gets 6 minutes at most, so that the training below still has its share; the
-# zoo's figures are not re-measured here (the CPU can do that), only tabulated.
-timeout 360 python3 benchmarks/run.py --variants jax --remeasure 0 --out "$out/results" \
-  || echo "gpu_session: the benchmark stopped early (exit $?)"
+python3 benchmarks/run.py --variants jax --remeasure 0 --max-seconds "$bench_seconds" \
+  --out "$out/results" || echo "gpu_session: the benchmark failed (exit $?)"
 
 if [ -n "$preset" ]; then
   if [ -z "${TFDLGM_MNIST:-}" ]; then
@@ -41,9 +56,13 @@ if [ -n "$preset" ]; then
   fi
   # --max-minutes counts the preset's earlier training too.
   budget=$(python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['recipe']; \
-print(r['wall_time_minutes'] + float(sys.argv[2]))" "zoo/$preset/config.json" "$minutes")
-  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-  python3 zoo/train.py "$preset" --continue --epochs 3280 --max-minutes "$budget" \
-    --workdir /tmp/gpu-session --out "$out/zoo/$preset" --device "$gpu (JAX)"
-  cp -r /tmp/gpu-session/logs "$out/logs"   # TensorBoard; the checkpoints stay there
+print(round(r['wall_time_minutes'] + max(0, float(sys.argv[2])) / 60, 2))" \
+    "zoo/$preset/config.json" "$((session_seconds - (SECONDS - started) - eval_seconds))")
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+  echo "gpu_session: training $preset to $budget minutes in all"
+  JAX_DEFAULT_MATMUL_PRECISION=highest python3 zoo/train.py "$preset" --continue \
+    --epochs 3280 --max-minutes "$budget" --ll-examples "$ll_examples" \
+    --workdir /tmp/gpu-session --out "$out/zoo/$preset" --device "${gpu:-no GPU} (JAX)"
+  tar -C /tmp/gpu-session -czf "$out/logs.tar.gz" logs   # TensorBoard; checkpoints stay there
 fi
+echo "gpu_session: done in $((SECONDS - started)) s"

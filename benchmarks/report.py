@@ -46,18 +46,25 @@ def markdown(results: dict) -> str:
             else "."
         ),
         "",
-        "Versions and settings per process:",
-        "",
     ]
+    if results.get("complete") is False:
+        out += [
+            "**Partial results**: the run stopped (or was still running) before every "
+            "measurement was made; what is missing below was not measured.",
+            "",
+        ]
+    out += ["Versions and settings per process:", ""]
     for name, variant in results["variants"].items():
         if "error" in variant:
             out.append(f"- `{name}`: failed: {variant['error'][:300]}")
             continue
         versions = ", ".join(f"{k} {v}" for k, v in variant["versions"].items() if v)
+        stopped = variant.get("stopped")
         out.append(
             f"- `{name}`: Keras backend {variant['backend']}, jit_compile="
             f"{variant['jit_compile']!r}, steps_per_execution="
             f"{variant.get('steps_per_execution', 1)} ({variant['accelerator']}); {versions}"
+            + (f"; {stopped} (what it measured before is kept)" if stopped else "")
         )
     peer = results["peer"]
     if peer.get("versions"):
@@ -65,7 +72,7 @@ def markdown(results: dict) -> str:
             f"- peer: PyTorch {peer['versions']['torch']} ({peer.get('device')}, "
             f"{peer['versions']['threads']} threads, float32 matmul precision "
             f"{peer['versions'].get('float32_matmul_precision', 'highest')!r}), eager and "
-            "`torch.compile`"
+            "`torch.compile`" + (f"; {peer['stopped']}" if "stopped" in peer else "")
         )
     else:
         out.append(f"- peer: PyTorch {peer.get('status')}")

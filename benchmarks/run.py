@@ -235,6 +235,13 @@ def main(argv=None, prog="benchmarks/run.py"):
         "Keras' own default)",
     )
     parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="time budget of the whole run: a measurement still running when it is spent is "
+        "stopped, and what was measured before it is kept (the results say so)",
+    )
+    parser.add_argument(
         "--report", type=pathlib.Path, help="re-derive and re-write the report of a results JSON"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -283,24 +290,50 @@ def main(argv=None, prog="benchmarks/run.py"):
         "peer": {},
         "zoo": None,
     }
+    budget = Budget(started, args.max_seconds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{stem}.json"
     for i, name in enumerate(variants):
         spec = {"kind": "keras", "variant": name, **VARIANTS[name], "plan": plan}
         spec["zoo"] = i == 0  # the likelihood table, once, by the first variant's process
         print(f"[bench] {name} ...", flush=True)
-        results["variants"][name] = _run_child(spec, {"KERAS_BACKEND": VARIANTS[name]["backend"]})
+        env = {"KERAS_BACKEND": VARIANTS[name]["backend"]}
+        results["variants"][name] = _run_child(spec, env, budget)
         if spec["zoo"]:
             results["zoo"] = results["variants"][name].pop("zoo", None)
-    results["peer"] = _run_peer(plan, skip=args.smoke or args.no_peer)
+        _save(results, path, started, complete=False)
+    results["peer"] = _run_peer(plan, skip=args.smoke or args.no_peer, budget=budget)
+    _save(results, path, started, complete=False)
     backends = [b for b in SCALING_VARIANTS if b in {VARIANTS[v]["backend"] for v in variants}]
-    results["scaling"] = _run_scaling(plan, device, backends)
-    results["load_average_end"] = os.getloadavg()
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write(results, args.out / f"{stem}.json")
+    results["scaling"] = _run_scaling(plan, device, backends, budget)
+    _save(results, path, started, complete=True)
     return 0
 
 
-def write(results: dict, json_path: pathlib.Path):
+class Budget:
+    """The run's time budget (`--max-seconds`; None: unlimited): what a child may still take."""
+
+    def __init__(self, started: float, seconds: float | None):
+        self.seconds = seconds
+        self.deadline = None if seconds is None else started + seconds
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.perf_counter()
+
+    def spent(self) -> bool:
+        left = self.left()
+        return left is not None and left <= 0
+
+
+def _save(results: dict, path: pathlib.Path, started: float, complete: bool):
+    """Writes the results so far, so that a run stopped from outside still leaves them."""
+    results["load_average_end"] = os.getloadavg()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["complete"] = complete
+    write(results, path, quiet=not complete)
+
+
+def write(results: dict, json_path: pathlib.Path, quiet: bool = False):
     """Derives the ratios and goals, and writes the JSON, the Markdown and the chart."""
     results["derived"] = derive(results)
     results["goals"] = goals(results)
@@ -309,21 +342,31 @@ def write(results: dict, json_path: pathlib.Path):
     md_path.write_text(report.markdown(results), encoding="utf-8")
     png = report.training_chart(results, json_path.with_name(f"{json_path.stem}-training.png"))
     print(f"[bench] wrote {json_path}, {md_path}" + (f", {png}" if png else ""), flush=True)
-    print(report.markdown(results))
+    if not quiet:
+        print(report.markdown(results))
 
 
-def _run_child(spec, env):
-    """Runs `spec` in a fresh interpreter with `env`; returns its JSON (or the error)."""
+def _run_child(spec, env, budget=None):
+    """Runs `spec` in a fresh interpreter with `env`; returns its JSON (or the error). A child
+    still running when `budget` is spent is stopped; the measurements it had saved are kept."""
+    left = None if budget is None else budget.left()
+    if left is not None and left <= 0:
+        return {"error": f"not run: the --max-seconds budget ({budget.seconds:.0f} s) was spent"}
     with tempfile.TemporaryDirectory() as folder:
         output = pathlib.Path(folder) / "result.json"
         spec = {**spec, "output": str(output)}
         started = time.perf_counter()
-        process = subprocess.run(
-            [sys.executable, str(BENCHMARKS / "run.py"), "--worker", json.dumps(spec)],
-            env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"},
-            capture_output=True,
-            text=True,
-        )
+        command = [sys.executable, str(BENCHMARKS / "run.py"), "--worker", json.dumps(spec)]
+        env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        try:
+            process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=left)
+        except subprocess.TimeoutExpired:
+            seconds = round(time.perf_counter() - started, 1)
+            stopped = f"stopped after {seconds} s: the --max-seconds budget ran out"
+            print(f"[bench] {stopped}", file=sys.stderr, flush=True)
+            if not output.is_file():
+                return {"error": stopped, "seconds": seconds}
+            return {**json.loads(output.read_text(encoding="utf-8")), "stopped": stopped}
         seconds = round(time.perf_counter() - started, 1)
         if process.returncode or not output.is_file():
             tail = (process.stderr or process.stdout)[-2000:]
@@ -334,14 +377,15 @@ def _run_child(spec, env):
         return result
 
 
-def _run_peer(plan, skip):
+def _run_peer(plan, skip, budget=None):
     if skip:
         return {"status": "skipped (--smoke or --no-peer)"}
     if importlib.util.find_spec("torch") is None:
         return {"status": "not installed (pip install -e '.[bench]')"}
     print("[bench] torch peer ...", flush=True)
-    result = _run_child({"kind": "torch", "plan": plan}, {})
-    result.setdefault("status", "measured" if "error" not in result else "failed")
+    result = _run_child({"kind": "torch", "plan": plan}, {}, budget)
+    status = "failed" if "error" in result else result.get("stopped", "measured")
+    result.setdefault("status", status)
     return result
 
 
@@ -371,7 +415,7 @@ def scaling_device_counts(device: dict) -> tuple[list[int], bool, str]:
     )
 
 
-def _run_scaling(plan, device, backends):
+def _run_scaling(plan, device, backends, budget=None):
     """Training throughput against the number of devices, one process per count."""
     settings = plan.get("scaling")
     if not settings or not backends:
@@ -382,7 +426,7 @@ def _run_scaling(plan, device, backends):
         for devices in counts:
             print(f"[bench] scaling: {backend} on {devices} device(s) ...", flush=True)
             spec = {"kind": "scaling", "devices": devices, "virtual": virtual, **settings}
-            entry = _run_child(spec, {"KERAS_BACKEND": backend})
+            entry = _run_child(spec, {"KERAS_BACKEND": backend}, budget)
             runs.append({"backend": backend, "devices": devices, "virtual": virtual, **entry})
     for run in runs:
         base = next(r for r in runs if r["backend"] == run["backend"] and r["devices"] == 1)
@@ -609,13 +653,22 @@ def _default_tensorflow_variant(results):
 def _worker(spec):
     plan = spec.get("plan", {})
     plan["batches"] = {int(b): s for b, s in plan.get("batches", {}).items()}
+    output = pathlib.Path(spec["output"])
+
+    def save(result):
+        """Writes the measurements so far (whole or not at all), so that a worker stopped by
+        the run's time budget leaves them behind."""
+        partial = output.with_name(output.name + ".partial")
+        partial.write_text(json.dumps(result), encoding="utf-8")
+        partial.replace(output)
+
     if spec["kind"] == "scaling":
         result = _scaling_worker(spec)
     elif spec["kind"] == "torch":
-        result = _torch_worker(plan)
+        result = _torch_worker(plan, save)
     else:
-        result = _keras_worker(spec, plan)
-    pathlib.Path(spec["output"]).write_text(json.dumps(result), encoding="utf-8")
+        result = _keras_worker(spec, plan, save)
+    save(result)
     return 0
 
 
@@ -630,7 +683,7 @@ def _median_rate(count, times):
     return count / statistics.median(times)
 
 
-def _torch_worker(plan):
+def _torch_worker(plan, save):
     from peers import torch_vae
 
     result = {"versions": torch_vae.versions(), "train": []}
@@ -661,10 +714,11 @@ def _torch_worker(plan):
                     entry["error"] = f"{type(error).__name__}: {error}"
                 entry["load_average_after"] = os.getloadavg()
                 result["train"].append(entry)
+                save(result)
     return result
 
 
-def _keras_worker(spec, plan):
+def _keras_worker(spec, plan, save):
     import keras
 
     import tfdlgm
@@ -683,6 +737,10 @@ def _keras_worker(spec, plan):
         probe = _build(tfdlgm, "tiny VAE 784-16-2")
         probe.compile(optimizer="adam")
         result["tensorflow_auto_jit_compile"] = bool(probe.jit_compile)
+    if plan.get("test_set") and spec["jit_compile"] is not True:
+        # The GPU goal's evaluation first, so that a run stopped by its budget still has it.
+        result["log_likelihood"].append(_time_test_set(plan["test_set"]))
+        save(result)
     for name in plan["models"]:
         for batch, steps in plan["batches"].items():
             entry = {"model": name, "batch_size": batch, "steps_per_window": steps}
@@ -703,14 +761,14 @@ def _keras_worker(spec, plan):
                 entry["error"] = f"{type(error).__name__}: {error}"
             entry["load_average_after"] = os.getloadavg()
             result["train"].append(entry)
+            save(result)
     if spec["jit_compile"] is not True:  # neither depends on fit's jit_compile
         for name in plan["models"]:
             model = _build(tfdlgm, name)
             result["sample"].append(_time_sample(model, name, plan["sample"]))
             settings = plan["log_likelihood"]
             result["log_likelihood"].append(_time_log_likelihood(model, name, settings))
-        if plan.get("test_set"):
-            result["log_likelihood"].append(_time_test_set(plan["test_set"]))
+            save(result)
     if spec.get("zoo"):
         result["zoo"] = _zoo_table(plan["remeasure"])
     return result

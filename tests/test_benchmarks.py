@@ -125,6 +125,72 @@ def test_time_fit_takes_turns_in_an_order_that_reverses_every_epoch():
     assert ours["examples_per_second"] < minimal["examples_per_second"]
 
 
+def _stopping_child(partial):
+    """A stand-in for subprocess.run: the worker saves `partial` (None: nothing), then the
+    budget runs out. Records the timeout it was given."""
+    given = []
+
+    def run(command, env, capture_output, text, timeout):
+        given.append(timeout)
+        if partial is not None:
+            spec = json.loads(command[command.index("--worker") + 1])
+            pathlib.Path(spec["output"]).write_text(json.dumps(partial))
+        raise subprocess.TimeoutExpired(command, timeout)
+
+    return run, given
+
+
+@pytest.mark.parametrize("partial", [{"train": [{"examples_per_second": 5.0}]}, None])
+def test_a_child_stopped_by_the_budget_keeps_what_it_had_saved(monkeypatch, partial):
+    suite = _suite()
+    run, given = _stopping_child(partial)
+    monkeypatch.setattr(suite.subprocess, "run", run)
+    result = suite._run_child(
+        {"kind": "torch", "plan": {}}, {}, suite.Budget(time.perf_counter(), 60)
+    )
+    assert 50 < given[0] <= 60
+    stopped = result["stopped"] if partial else result["error"]
+    assert "the --max-seconds budget ran out" in stopped
+    assert result.get("train") == (partial or {}).get("train")
+
+
+def test_a_spent_budget_starts_no_child_and_a_partial_report_says_so(monkeypatch, tmp_path):
+    suite = _suite()
+    monkeypatch.setattr(suite.subprocess, "run", lambda *a, **k: pytest.fail("a child ran"))
+    spent = suite.Budget(time.perf_counter() - 10, 5)
+    assert spent.spent() and not suite.Budget(time.perf_counter(), None).spent()
+    result = suite._run_child({"kind": "torch", "plan": {}}, {}, spent)
+    assert result["error"] == "not run: the --max-seconds budget (5 s) was spent"
+    results = {
+        "command": "python benchmarks/run.py --max-seconds 5",
+        "mode": "full",
+        "date": "2026-12-04T00:00:00",
+        "device": {"name": "cpu", "gpu": None, "cpu_cores": 2},
+        "load_average_start": [0.0, 0.0, 0.0],
+        "variants": {
+            "jax": {
+                "stopped": "stopped after 5 s",
+                "train": [],
+                "versions": {"keras": "3"},
+                "backend": "jax",
+                "jit_compile": "auto",
+                "accelerator": "cpu",
+            }
+        },
+        "peer": {"status": "not run"},
+        "zoo": None,
+    }
+    suite._save(results, tmp_path / "partial.json", time.perf_counter(), complete=False)
+    text = (tmp_path / "partial.md").read_text()
+    assert "**Partial results**" in text
+    assert (
+        "jit_compile='auto', steps_per_execution=1 (cpu); keras 3; stopped after 5 s (what" in text
+    )
+    assert json.loads((tmp_path / "partial.json").read_text())["complete"] is False
+    suite._save(results, tmp_path / "whole.json", time.perf_counter(), complete=True)
+    assert "Partial" not in (tmp_path / "whole.md").read_text()
+
+
 def test_step_cost_compares_the_compiled_steps_and_ours_takes_no_extra_transcendentals():
     """benchmarks/step_cost.py on the tiny VAE: the same FLOPs to 2% (ours adds the metrics'
     updates) and the same exponentials and logarithms to 1% (TFP's Bernoulli would add a
@@ -178,13 +244,13 @@ def test_smoke_writes_json_and_markdown(tmp_path):
     ratio = train["minimal_examples_per_second"] / train["examples_per_second"]
     assert row["overhead"] == pytest.approx(ratio - 1)
     assert variant["sample"][0]["examples_per_second"] > 0
-    assert variant["log_likelihood"][0]["images_per_second"] > 0
+    assert variant["log_likelihood"][-1]["images_per_second"] > 0
     assert results["peer"]["status"].startswith("skipped")
     assert [goal["status"] for goal in results["goals"]][:2] == ["not measured"] * 2
     assert [goal["status"] for goal in results["goals"]][3:] == [
         "not measured (no GPU in this run)"
     ] * 2
-    whole = variant["log_likelihood"][-1]  # the smoke plan's stand-in for the GPU goal's run
+    whole = variant["log_likelihood"][0]  # the smoke plan's stand-in for the GPU goal's run
     assert (whole["preset"], whole["images"], whole["k"]) == ("vae-mnist", 2, 10)
     assert whole["seconds"] > 0
     if os.environ.get("TFDLGM_MNIST"):  # else it may be random binary images

@@ -13,8 +13,24 @@ import keras
 import numpy as np
 import pytest
 
-from tfdlgm.callbacks import KLWarmUp, LatentDiagnostics, StopOnSignal, TensorBoard
+from tfdlgm import backend, training
+from tfdlgm.callbacks import (
+    KLWarmUp,
+    LatentDiagnostics,
+    StandaloneTensorBoard,
+    StopOnSignal,
+    TensorBoard,
+)
 from tfdlgm.models import VAE, LadderVAE
+
+
+@pytest.fixture(params=["TensorBoard", "StandaloneTensorBoard"])
+def tensorboard_class(request):
+    """Both TensorBoard callbacks: Keras' (it needs TensorFlow) and the standalone one."""
+    if request.param == "TensorBoard":
+        pytest.importorskip("tensorflow")  # Keras' TensorBoard callback writes with tf.summary
+        return TensorBoard
+    return StandaloneTensorBoard
 
 
 @pytest.fixture
@@ -91,7 +107,7 @@ def test_bad_arguments():
         LatentDiagnostics(np.zeros((2, 3)), every=0)
 
 
-def _train_with_tensorboard(data, logdir, epochs=2, warm_up=True, **kwargs):
+def _train_with_tensorboard(writer, data, logdir, epochs=2, warm_up=True, **kwargs):
     model = VAE(latent_dim=3, hidden=(8,), data_dim=16, seed=0)  # 4 x 4 "images"
     model.compile(optimizer="adam")
     history = model.fit(
@@ -99,21 +115,23 @@ def _train_with_tensorboard(data, logdir, epochs=2, warm_up=True, **kwargs):
         batch_size=64,
         epochs=epochs,
         verbose=0,
-        callbacks=[TensorBoard(logdir, x=data[:32], num_samples=5, num_images=4, **kwargs)]
+        callbacks=[writer(logdir, x=data[:32], num_samples=5, num_images=4, **kwargs)]
         + [KLWarmUp(4)] * warm_up,
     )
     return model, history
 
 
-def test_tensorboard_writes_diagnostics_images_and_beta(binary_data, tmp_path):
-    pytest.importorskip("tensorflow")
+def test_tensorboard_writes_diagnostics_images_and_beta(tensorboard_class, binary_data, tmp_path):
     from PIL import Image
 
-    model, history = _train_with_tensorboard(binary_data[:, :16], tmp_path, epochs=3, every=2)
+    model, history = _train_with_tensorboard(
+        tensorboard_class, binary_data[:, :16], tmp_path, epochs=3, every=2
+    )
     scalars = _scalars(tmp_path)
     # KLWarmUp comes after TensorBoard: beta is still logged, read from the model.
     assert scalars["train/epoch_kl_weight"] == [0.0, 0.25, 0.5]
     assert scalars["train/epoch_elbo"] and len(scalars["train/epoch_kl_1"]) == 3
+    assert scalars["train/epoch_loss"] == pytest.approx(history.history["loss"])
     # Diagnostics every 2 epochs: only after the 2nd (step 1).
     for tag in ("validation/epoch_kl_1", "validation/epoch_elbo", "validation/epoch_L_5"):
         assert len(scalars[tag]) == 1, tag
@@ -131,23 +149,23 @@ def test_tensorboard_writes_diagnostics_images_and_beta(binary_data, tmp_path):
         assert (height, width) == expected == picture.size[::-1], tag
 
 
-def test_tensorboard_leaves_beta_out_without_warm_up(binary_data, tmp_path):
-    pytest.importorskip("tensorflow")
-    _train_with_tensorboard(binary_data[:, :16], tmp_path, warm_up=False)
+def test_tensorboard_leaves_beta_out_without_warm_up(tensorboard_class, binary_data, tmp_path):
+    _train_with_tensorboard(tensorboard_class, binary_data[:, :16], tmp_path, warm_up=False)
     scalars = _scalars(tmp_path)
     assert "train/epoch_kl_weight" not in scalars
     assert len(scalars["validation/epoch_L_5"]) == 2
 
 
-def test_tensorboard_keeps_fits_validation_figures(binary_data, tmp_path):
+def test_tensorboard_keeps_fits_validation_figures(tensorboard_class, binary_data, tmp_path):
     """`fit(validation_data=...)` computes val_elbo on all of it; the batch must not replace it."""
-    pytest.importorskip("tensorflow")
     model = VAE(latent_dim=2, hidden=(8,), data_dim=20, seed=0)  # 20 features: no images
     model.compile(optimizer="adam")
-    callback = TensorBoard(tmp_path, x=binary_data[:4], num_samples=3)
+    callback = tensorboard_class(tmp_path, x=binary_data[:4], num_samples=3)
     callback.set_model(model)
+    callback.on_train_begin()
     logs = {"loss": 20.0, "val_elbo": 123.0}
     callback.on_epoch_end(0, logs)
+    callback.on_train_end()
     assert logs["val_elbo"] == 123.0
     assert {"val_L_3", "val_kl_1", "active_units_1"} <= set(logs)
     assert "kl_weight" not in logs
@@ -166,10 +184,9 @@ def _get_json(url):
         return json.loads(response.read())
 
 
-def test_tensorboard_serves_the_logs(binary_data, tmp_path):
+def test_tensorboard_serves_the_logs(tensorboard_class, binary_data, tmp_path):
     """The real `tensorboard --logdir` serves the runs, scalars and images we wrote."""
-    pytest.importorskip("tensorflow")
-    _train_with_tensorboard(binary_data[:, :16], tmp_path)
+    _train_with_tensorboard(tensorboard_class, binary_data[:, :16], tmp_path)
     binary = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     port = _free_port()
     server = subprocess.Popen(
@@ -198,6 +215,18 @@ def test_tensorboard_serves_the_logs(binary_data, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_without_tensorflow_train_logs_with_the_standalone_writer(
+    monkeypatch, binary_data, tmp_path
+):
+    monkeypatch.setattr(backend, "has_tensorflow", lambda: False)
+    with pytest.raises(ImportError, match="StandaloneTensorBoard takes the same arguments"):
+        TensorBoard(tmp_path)
+    model = VAE(latent_dim=2, hidden=(8,), data_dim=20, seed=0)
+    model.compile(optimizer="adam")
+    history = training.train(model, binary_data, epochs=2, logdir=tmp_path, verbose=0)
+    assert _scalars(tmp_path)["train/epoch_elbo"] == pytest.approx(history.history["elbo"])
 
 
 class _SignalAt(keras.callbacks.Callback):

@@ -2,6 +2,7 @@
 guard that stops training at a non-finite loss, and a graceful stop on SIGINT / SIGTERM."""
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -9,8 +10,8 @@ import threading
 import keras
 import numpy as np
 
+from tfdlgm import backend, summaries, validation
 from tfdlgm import images as images_module
-from tfdlgm import validation
 
 
 class KLWarmUp(keras.callbacks.Callback):
@@ -83,8 +84,68 @@ class LatentDiagnostics(keras.callbacks.Callback):
         )
 
 
-class TensorBoard(keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` with what a latent model's run needs to be read.
+class _LatentSummaries:
+    """What both TensorBoard callbacks add to a latent model's run: the held-out diagnostics
+    and the warm-up weight beta in the epoch logs, and the image grids (see `TensorBoard`)."""
+
+    def _init_summaries(self, x, every, num_samples, num_images, seed):
+        self.every = validation.check_positive_int(every, "every")
+        self.num_images = validation.check_positive_int(num_images, "num_images")
+        self.seed = validation.check_seed(seed)
+        self.diagnostics = (
+            None if x is None else LatentDiagnostics(x, every, num_samples, self.seed)
+        )
+        self._warm_up_seen = False
+
+    def _set_summaries_model(self, model):
+        if self.diagnostics is not None:
+            self.diagnostics.set_model(model)
+
+    def _add_to_logs(self, epoch, logs):
+        """The diagnostics (where `fit` has not computed them already) and beta, in `logs`."""
+        if self.diagnostics is not None:
+            extra = {}
+            self.diagnostics.on_epoch_end(epoch, extra)
+            for name, value in extra.items():
+                logs.setdefault(name, value)
+        kl_weight = getattr(self.model, "kl_weight", None)
+        if kl_weight is not None:
+            beta = float(keras.ops.convert_to_numpy(kl_weight))
+            self._warm_up_seen = self._warm_up_seen or beta < 1.0
+            if self._warm_up_seen:
+                logs.setdefault("kl_weight", beta)
+        return logs
+
+    def _image_grids(self, epoch):
+        """`{name: uint8 [height, width, channels]}` due after `epoch` (none for data that
+        are not square images)."""
+        side = math.isqrt(self.model.data_dim)
+        if (epoch + 1) % self.every or side * side != self.model.data_dim:
+            return {}
+        grids = {"samples": self.model.sample(self.num_images, seed=self.seed, mean=True)}
+        if self.diagnostics is not None:
+            x = self.diagnostics.x[: self.num_images]
+            grids["reconstructions"] = np.stack([x, self.model.reconstruct(x, seed=self.seed)])
+        return {name: images_module.grid(images, (side, side)) for name, images in grids.items()}
+
+
+_ARGS_DOC = """
+    Args:
+        log_dir: str or path-like, the folder `tensorboard --logdir` reads. Defaults to
+            `"logs"`.
+        x: float array `[n, data_dim]` or None, the held-out batch. Without it only the
+            sample grid and beta are added. Defaults to `None`.
+        every: int, epochs between diagnostics and images. Defaults to `1`.
+        num_samples: int, k of the `val_L_k` bound. Defaults to `50`.
+        num_images: int, images per grid (reconstructions show at most this many of `x`).
+            Defaults to `16`.
+        seed: int, the same noise at every evaluation, so curves show the model changing.
+            Defaults to `0`."""
+
+
+class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
+    __doc__ = (
+        """`keras.callbacks.TensorBoard` with what a latent model's run needs to be read.
 
     Every `every` epochs, on the held-out batch `x`, it adds to the epoch logs (and so to the
     scalars TensorBoard plots, and to the `History`) the diagnostics of `LatentDiagnostics`:
@@ -99,19 +160,12 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
     Everything else (scalars, histograms, graphs, the log folder layout `log_dir/train`,
     `log_dir/validation`) is Keras' own, and the images go through its writers. Like Keras'
-    callback it needs TensorFlow (for `tf.summary`), under either backend.
-
-    Args:
-        log_dir: str or path-like, the folder `tensorboard --logdir` reads. Defaults to
-            `"logs"`.
-        x: float array `[n, data_dim]` or None, the held-out batch. Without it only the
-            sample grid and beta are added. Defaults to `None`.
-        every: int, epochs between diagnostics and images. Defaults to `1`.
-        num_samples: int, k of the `val_L_k` bound. Defaults to `50`.
-        num_images: int, images per grid (reconstructions show at most this many of `x`).
-            Defaults to `16`.
-        seed: int, the same noise at every evaluation, so curves show the model changing.
-            Defaults to `0`.
+    callback it needs TensorFlow (for `tf.summary`), under either backend; without it,
+    `StandaloneTensorBoard` writes the same scalars and images (`tfdlgm.training.train`
+    picks whichever can run).
+"""
+        + _ARGS_DOC
+        + """
         **kwargs: the arguments of `keras.callbacks.TensorBoard` (`histogram_freq`...).
 
     Example:
@@ -124,58 +178,96 @@ class TensorBoard(keras.callbacks.TensorBoard):
     # tensorboard --logdir logs
     ```
     """
+    )
 
     def __init__(
         self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0, **kwargs
     ):
+        if not backend.has_tensorflow():
+            raise ImportError(
+                "tfdlgm.callbacks.TensorBoard writes through Keras' TensorBoard callback, which "
+                "needs TensorFlow, and TensorFlow is not installed. "
+                "tfdlgm.callbacks.StandaloneTensorBoard takes the same arguments and writes "
+                "the same scalars and images with the `tensorboard` package alone."
+            )
         super().__init__(log_dir=str(log_dir), **kwargs)
-        self.every = validation.check_positive_int(every, "every")
-        self.num_images = validation.check_positive_int(num_images, "num_images")
-        self.seed = validation.check_seed(seed)
-        self.diagnostics = (
-            None if x is None else LatentDiagnostics(x, every, num_samples, self.seed)
-        )
-        self._warm_up_seen = False
+        self._init_summaries(x, every, num_samples, num_images, seed)
 
     def set_model(self, model):
         super().set_model(model)
-        if self.diagnostics is not None:
-            self.diagnostics.set_model(model)
+        self._set_summaries_model(model)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._warm_up_seen = False
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {} if logs is None else logs
-        if self.diagnostics is not None:
-            extra = {}
-            self.diagnostics.on_epoch_end(epoch, extra)
-            for name, value in extra.items():
-                logs.setdefault(name, value)
-        kl_weight = getattr(self.model, "kl_weight", None)
-        if kl_weight is not None:
-            beta = float(keras.ops.convert_to_numpy(kl_weight))
-            self._warm_up_seen = self._warm_up_seen or beta < 1.0
-            if self._warm_up_seen:
-                logs.setdefault("kl_weight", beta)
+        logs = self._add_to_logs(epoch, {} if logs is None else logs)
         super().on_epoch_end(epoch, logs)
-        if (epoch + 1) % self.every == 0:
-            self._log_images(epoch)
+        grids = self._image_grids(epoch)
+        if grids:
+            with self._train_writer.as_default():
+                for name, grid in grids.items():
+                    self.summary.image(name, grid[None], step=epoch)
+            self._train_writer.flush()
 
-    def _log_images(self, epoch):
-        side = math.isqrt(self.model.data_dim)
-        if side * side != self.model.data_dim:
-            return
-        shape = (side, side)
-        grids = {"samples": self.model.sample(self.num_images, seed=self.seed, mean=True)}
-        if self.diagnostics is not None:
-            x = self.diagnostics.x[: self.num_images]
-            grids["reconstructions"] = np.stack([x, self.model.reconstruct(x, seed=self.seed)])
-        with self._train_writer.as_default():
-            for name, images in grids.items():
-                self.summary.image(name, images_module.grid(images, shape)[None], step=epoch)
-        self._train_writer.flush()
+
+class StandaloneTensorBoard(_LatentSummaries, keras.callbacks.Callback):
+    __doc__ = (
+        """`TensorBoard`'s scalars and images, written without TensorFlow.
+
+    For installs with no TensorFlow (the JAX backend on the GPU machine): the `tensorboard`
+    package's own event writer (`tfdlgm.summaries.SummaryWriter`) writes each epoch's logs as
+    scalars, as Keras' callback does (`loss` as `epoch_loss` in the run `log_dir/train`,
+    `val_loss` as `epoch_loss` in `log_dir/validation`), with the diagnostics, beta and the
+    `samples` and `reconstructions` grids of `TensorBoard`. Histograms, graphs and per-batch
+    scalars need TensorFlow.
+"""
+        + _ARGS_DOC
+        + """
+
+    Example:
+
+    ```python
+    model.fit(train, epochs=100, callbacks=[
+        tfdlgm.callbacks.StandaloneTensorBoard("logs/vae", x=x_valid[:500], every=5),
+    ])
+    # tensorboard --logdir logs
+    ```
+    """
+    )
+
+    def __init__(self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self._init_summaries(x, every, num_samples, num_images, seed)
+        self._writers = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._set_summaries_model(model)
+
+    def on_train_begin(self, logs=None):
+        self._warm_up_seen = False
+        self._writers = {
+            run: summaries.SummaryWriter(os.path.join(self.log_dir, run))
+            for run in ("train", "validation")
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = self._add_to_logs(epoch, {} if logs is None else logs)
+        for name, value in logs.items():
+            run, tag = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            self._writers[run].scalar(f"epoch_{tag}", float(value), step=epoch)
+        for name, grid in self._image_grids(epoch).items():
+            self._writers["train"].image(name, grid, step=epoch)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = None
 
 
 class NonFiniteLossError(RuntimeError):

@@ -58,8 +58,8 @@ import tempfile
 import keras
 import numpy as np
 
+from tfdlgm import backend, validation
 from tfdlgm import callbacks as callbacks_module
-from tfdlgm import validation
 from tfdlgm.files import sha256
 from tfdlgm.models.base import LatentModel
 
@@ -92,9 +92,9 @@ def train(
             `keras.utils.PyDataset` such as `tfdlgm.datasets.mnist("train")`.
         epochs: int, the epoch to train up to (counted from the first run when resuming).
         logdir: str or path-like or None, write TensorBoard logs there with
-            `tfdlgm.callbacks.TensorBoard` (diagnostics on the first
-            `DIAGNOSTIC_EXAMPLES` examples of `validation_data`, when given). Defaults to
-            `None`.
+            `tfdlgm.callbacks.TensorBoard` (`StandaloneTensorBoard` where TensorFlow is not
+            installed; diagnostics on the first `DIAGNOSTIC_EXAMPLES` examples of
+            `validation_data`, when given). Defaults to `None`.
         checkpoint_dir: str or path-like or None, checkpoint there every epoch (see the module
             docstring). Defaults to `None`.
         resume: bool, continue from the checkpoint in `checkpoint_dir` with
@@ -154,7 +154,12 @@ def train(
     extra.extend(callbacks)
     if logdir is not None:
         held_out = None if validation_data is None else _first_examples(validation_data)
-        extra.append(callbacks_module.TensorBoard(logdir, x=held_out))
+        writer = (
+            callbacks_module.TensorBoard
+            if backend.has_tensorflow()
+            else callbacks_module.StandaloneTensorBoard
+        )
+        extra.append(writer(logdir, x=held_out))
     if checkpoint_dir is not None:
         extra.append(Checkpoint(checkpoint_dir))
     try:
