@@ -5,7 +5,8 @@
 #      goals first, L_5000 of vae-mnist on all 10,000 test images, then training, sampling,
 #      L_5000 throughput, FLOP/s against the GPU's peak), into $OUT/results/, within
 #      BENCH_SECONDS (run.py --max-seconds: what was measured before the budget ran out is
-#      kept, and the report says the run is partial);
+#      kept, and the report says the run is partial); then benchmarks/step_cost.py at batch
+#      100 and 1000 (printed: ours against the minimal Keras VAE, one compiled step at a time);
 #   2. optionally, a zoo preset trained further from its shipped weights for what is left of
 #      SESSION_SECONDS less EVAL_SECONDS (`zoo/train.py PRESET --continue`) and evaluated by the
 #      protocol (full float32 matmuls, as on the CPU), into $OUT/zoo/PRESET/.
@@ -28,7 +29,7 @@ preset=${1:-}
 out=${OUT:?run this through the device tool, which sets OUT}
 session_seconds=${SESSION_SECONDS:-570}   # the whole script, within the tool's 600 s command
 bench_seconds=${BENCH_SECONDS:-330}
-eval_seconds=${EVAL_SECONDS:-90}          # the preset's evaluation and writing, after training
+eval_seconds=${EVAL_SECONDS:-180}         # the preset's evaluation (iwae-mnist: 118 s) and writing
 ll_examples=${LL_EXAMPLES:-10000}
 started=$SECONDS
 
@@ -48,6 +49,12 @@ fi
 
 python3 benchmarks/run.py --variants jax --remeasure 0 --max-seconds "$bench_seconds" \
   --out "$out/results" || echo "gpu_session: the benchmark failed (exit $?)"
+# Where the overhead over the minimal Keras VAE lives on the GPU (+31% to +73% on 2026-12-04,
+# against <= 10% on the CPU): the compiled train step alone, no fit loop (benchmarks/step_cost.py).
+for batch in 100 1000; do
+  timeout 90 python3 benchmarks/step_cost.py --batch "$batch" --steps 500 \
+    || echo "gpu_session: step_cost.py at batch $batch failed (exit $?)"
+done
 
 if [ -n "$preset" ]; then
   if [ -z "${TFDLGM_MNIST:-}" ]; then

@@ -10,6 +10,8 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
+import types
 
 import keras
 import numpy as np
@@ -254,6 +256,26 @@ def _zoo_train():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_wall_clock_counts_the_time_between_epochs_and_stops_within_its_budget():
+    clock = _zoo_train().WallClock(start_seconds=100.0, max_seconds=100.85)
+    clock.set_model(types.SimpleNamespace(stop_training=False))
+    clock.on_train_begin()
+    logs = []
+    for epoch in range(5):
+        clock.on_epoch_begin(epoch)
+        time.sleep(0.1)  # the epoch
+        logs.append({})
+        clock.on_epoch_end(epoch, logs[-1])
+        time.sleep(0.2)  # a checkpoint after it
+        if clock.model.stop_training:
+            break
+    # Each epoch counts its 0.1 s and the 0.2 s before it (none before the first).
+    assert clock.epoch_seconds[0] == pytest.approx(0.1, abs=0.05)
+    assert all(s == pytest.approx(0.3, abs=0.05) for s in clock.epoch_seconds[1:])
+    assert logs[-1]["wall_seconds"] == pytest.approx(100 + sum(clock.epoch_seconds))
+    assert len(clock.epoch_seconds) == 3  # a fourth would end at about 101.0 s
 
 
 def test_a_preset_loads_with_another_objective_for_fine_tuning():
