@@ -9,6 +9,7 @@ python benchmarks/run.py --quick         # < 3 min on 2 CPU cores: CI's smoke ru
 python benchmarks/run.py                 # full (~20 min on 2 idle cores: 1,210 s on 2026-12-02)
 python benchmarks/run.py --smoke --out /tmp/bench   # seconds: the active backend, a tiny model
 python benchmarks/run.py --steps-per-execution 16   # Keras' compile(steps_per_execution=16)
+python benchmarks/run.py --max-seconds 330          # stop there, keeping what was measured
 tfdlgm bench --quick                     # the same through the CLI
 ```
 
@@ -349,9 +350,9 @@ def write(results: dict, json_path: pathlib.Path, quiet: bool = False):
 def _run_child(spec, env, budget=None):
     """Runs `spec` in a fresh interpreter with `env`; returns its JSON (or the error). A child
     still running when `budget` is spent is stopped; the measurements it had saved are kept."""
-    left = None if budget is None else budget.left()
-    if left is not None and left <= 0:
+    if budget is not None and budget.spent():
         return {"error": f"not run: the --max-seconds budget ({budget.seconds:.0f} s) was spent"}
+    left = None if budget is None else budget.left()
     with tempfile.TemporaryDirectory() as folder:
         output = pathlib.Path(folder) / "result.json"
         spec = {**spec, "output": str(output)}
