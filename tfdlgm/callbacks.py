@@ -1,5 +1,6 @@
-"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard, a
-guard that stops training at a non-finite loss, and a graceful stop on SIGINT / SIGTERM."""
+"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard (through
+Keras' callback, or without TensorFlow through the `tensorboard` package alone), a guard that
+stops training at a non-finite loss, and a graceful stop on SIGINT / SIGTERM."""
 
 import math
 import os
