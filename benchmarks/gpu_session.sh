@@ -21,6 +21,11 @@
 # Without .data the benchmark times L_5000 on random binary images (the time does not depend
 # on the pixels); training needs MNIST.
 #
+# BENCH_SECONDS=0 skips the benchmark and STEP_COST=0 the step comparison, leaving the command's
+# time to training (the benchmark took 262 s on the H200 on 2026-12-04). A machine stays warm
+# 30 s after a call, with /tmp/gpu-session's checkpoints: a second call at once can continue
+# them (`zoo/train.py PRESET --continue --resume --workdir /tmp/gpu-session ...`).
+#
 # Dry run on any machine (Python with JAX, no TensorFlow, as the GPU image), before spending
 # device time: OUT=/tmp/out REQUIRE_GPU=0 SESSION_SECONDS=300 BENCH_SECONDS=60 EVAL_SECONDS=100 \
 #   LL_EXAMPLES=20 bash benchmarks/gpu_session.sh iwae-mnist   (3.6 min on the 2-core CPU)
@@ -47,14 +52,18 @@ then
   exit 1
 fi
 
-python3 benchmarks/run.py --variants jax --remeasure 0 --max-seconds "$bench_seconds" \
-  --out "$out/results" || echo "gpu_session: the benchmark failed (exit $?)"
+if [ "$bench_seconds" != 0 ]; then
+  python3 benchmarks/run.py --variants jax --remeasure 0 --max-seconds "$bench_seconds" \
+    --out "$out/results" || echo "gpu_session: the benchmark failed (exit $?)"
+fi
 # Where the overhead over the minimal Keras VAE lives on the GPU (+31% to +73% on 2026-12-04,
 # against <= 10% on the CPU): the compiled train step alone, no fit loop (benchmarks/step_cost.py).
-for batch in 100 1000; do
-  timeout 90 python3 benchmarks/step_cost.py --batch "$batch" --steps 500 \
-    || echo "gpu_session: step_cost.py at batch $batch failed (exit $?)"
-done
+if [ "${STEP_COST:-1}" = 1 ]; then
+  for batch in 100 1000; do
+    timeout 90 python3 benchmarks/step_cost.py --batch "$batch" --steps 500 \
+      || echo "gpu_session: step_cost.py at batch $batch failed (exit $?)"
+  done
+fi
 
 if [ -n "$preset" ]; then
   if [ -z "${TFDLGM_MNIST:-}" ]; then
