@@ -98,9 +98,14 @@ class _LatentSummaries:
         )
         self._warm_up_seen = False
 
-    def _set_summaries_model(self, model):
+    def set_model(self, model):
+        super().set_model(model)
         if self.diagnostics is not None:
             self.diagnostics.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._warm_up_seen = False
 
     def _add_to_logs(self, epoch, logs):
         """The diagnostics (where `fit` has not computed them already) and beta, in `logs`."""
@@ -130,23 +135,8 @@ class _LatentSummaries:
         return {name: images_module.grid(images, (side, side)) for name, images in grids.items()}
 
 
-_ARGS_DOC = """
-    Args:
-        log_dir: str or path-like, the folder `tensorboard --logdir` reads. Defaults to
-            `"logs"`.
-        x: float array `[n, data_dim]` or None, the held-out batch. Without it only the
-            sample grid and beta are added. Defaults to `None`.
-        every: int, epochs between diagnostics and images. Defaults to `1`.
-        num_samples: int, k of the `val_L_k` bound. Defaults to `50`.
-        num_images: int, images per grid (reconstructions show at most this many of `x`).
-            Defaults to `16`.
-        seed: int, the same noise at every evaluation, so curves show the model changing.
-            Defaults to `0`."""
-
-
 class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
-    __doc__ = (
-        """`keras.callbacks.TensorBoard` with what a latent model's run needs to be read.
+    """`keras.callbacks.TensorBoard` with what a latent model's run needs to be read.
 
     Every `every` epochs, on the held-out batch `x`, it adds to the epoch logs (and so to the
     scalars TensorBoard plots, and to the `History`) the diagnostics of `LatentDiagnostics`:
@@ -164,9 +154,18 @@ class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
     callback it needs TensorFlow (for `tf.summary`), under either backend; without it,
     `StandaloneTensorBoard` writes the same scalars and images (`tfdlgm.training.train`
     picks whichever can run).
-"""
-        + _ARGS_DOC
-        + """
+
+    Args:
+        log_dir: str or path-like, the folder `tensorboard --logdir` reads. Defaults to
+            `"logs"`.
+        x: float array `[n, data_dim]` or None, the held-out batch. Without it only the
+            sample grid and beta are added. Defaults to `None`.
+        every: int, epochs between diagnostics and images. Defaults to `1`.
+        num_samples: int, k of the `val_L_k` bound. Defaults to `50`.
+        num_images: int, images per grid (reconstructions show at most this many of `x`).
+            Defaults to `16`.
+        seed: int, the same noise at every evaluation, so curves show the model changing.
+            Defaults to `0`.
         **kwargs: the arguments of `keras.callbacks.TensorBoard` (`histogram_freq`...).
 
     Example:
@@ -179,7 +178,6 @@ class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
     # tensorboard --logdir logs
     ```
     """
-    )
 
     def __init__(
         self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0, **kwargs
@@ -194,14 +192,6 @@ class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
         super().__init__(log_dir=str(log_dir), **kwargs)
         self._init_summaries(x, every, num_samples, num_images, seed)
 
-    def set_model(self, model):
-        super().set_model(model)
-        self._set_summaries_model(model)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._warm_up_seen = False
-
     def on_epoch_end(self, epoch, logs=None):
         logs = self._add_to_logs(epoch, {} if logs is None else logs)
         super().on_epoch_end(epoch, logs)
@@ -214,8 +204,7 @@ class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
 
 
 class StandaloneTensorBoard(_LatentSummaries, keras.callbacks.Callback):
-    __doc__ = (
-        """`TensorBoard`'s scalars and images, written without TensorFlow.
+    """`TensorBoard`'s scalars and images, written without TensorFlow.
 
     For installs with no TensorFlow (the JAX backend on the GPU machine): the `tensorboard`
     package's own event writer (`tfdlgm.summaries.SummaryWriter`) writes each epoch's logs as
@@ -223,9 +212,9 @@ class StandaloneTensorBoard(_LatentSummaries, keras.callbacks.Callback):
     `val_loss` as `epoch_loss` in `log_dir/validation`), with the diagnostics, beta and the
     `samples` and `reconstructions` grids of `TensorBoard`. Histograms, graphs and per-batch
     scalars need TensorFlow.
-"""
-        + _ARGS_DOC
-        + """
+
+    Args: those of `TensorBoard` (`log_dir`, `x`, `every`, `num_samples`, `num_images`,
+    `seed`), with the same meanings and defaults; not its `**kwargs`.
 
     Example:
 
@@ -236,7 +225,6 @@ class StandaloneTensorBoard(_LatentSummaries, keras.callbacks.Callback):
     # tensorboard --logdir logs
     ```
     """
-    )
 
     def __init__(self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0):
         super().__init__()
@@ -244,12 +232,8 @@ class StandaloneTensorBoard(_LatentSummaries, keras.callbacks.Callback):
         self._init_summaries(x, every, num_samples, num_images, seed)
         self._writers = None
 
-    def set_model(self, model):
-        super().set_model(model)
-        self._set_summaries_model(model)
-
     def on_train_begin(self, logs=None):
-        self._warm_up_seen = False
+        super().on_train_begin(logs)
         self._writers = {
             run: summaries.SummaryWriter(os.path.join(self.log_dir, run))
             for run in ("train", "validation")
