@@ -90,6 +90,27 @@ def test_rank_one_with_zero_factor_is_the_diagonal_gaussian(rng):
     )
 
 
+def test_rank_one_layer_starts_near_diagonal_with_a_factor_that_can_grow(rng):
+    # q depends on u only through u u^T, so every gradient with respect to u vanishes at u = 0:
+    # a zero factor would never be learnt, a small one is.
+    h = rng.normal(size=(256, 16)).astype("float32")
+    q = RankOneGaussian(8)(h)
+    loc, d, u = (_np(t) for t in (q.loc, q.precision_diag, q.precision_factor))
+    s = np.sum(u * u / d, axis=-1)  # u^T D^-1 u: 0 for a diagonal q
+    assert 0.0 < np.median(s) < 0.5
+    eps = _seed(5)
+
+    def kl_plus_second_moment(u_):
+        q_ = RankOnePrecisionNormal(loc, d, u_)
+        moment = ops.mean(ops.sum(ops.square(q_.sample(4, seed=eps)), axis=-1))
+        return ops.sum(q_.kl_divergence(standard_normal(8))) + moment
+
+    _, (grad,) = value_and_grad(kl_plus_second_moment, [u])
+    _, (grad_at_zero,) = value_and_grad(kl_plus_second_moment, [np.zeros_like(u)])
+    assert np.abs(grad).max() > 1e-3
+    np.testing.assert_array_equal(grad_at_zero, np.zeros_like(u))
+
+
 @pytest.mark.parametrize("prior_kind", ["standard", "general_diagonal"])
 def test_rank_one_kl_matches_closed_form_and_tfp_brute_force(rank_one, rng, prior_kind):
     dist, loc, _, _, covariance = rank_one
