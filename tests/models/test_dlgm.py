@@ -33,7 +33,9 @@ def test_linear_gaussian_dlgm_l5000_is_within_005_nats_of_exact(rng):
 
 def test_rank_one_posterior_is_at_least_as_good_as_diagonal(rng):
     """Generative weights fixed at a known FA; each recognition model trained the same way
-    from the same initial weights. The exact posterior is correlated: rank-one can hold it."""
+    from the same initial weights. The exact posterior is correlated: rank-one can hold it.
+    Its factor starts small (near a diagonal q), so it gets 20 epochs to grow (after 10,
+    TensorFlow's draws left it 0.09 nats above the diagonal, JAX's 0.25)."""
     params = None
     elbos = {}
     for covariance in ("diagonal", "rank_one"):
@@ -43,7 +45,7 @@ def test_rank_one_posterior_is_at_least_as_good_as_diagonal(rng):
             layer.trainable = False
         x = draw(params, 2000, np.random.default_rng(1))
         model.compile(optimizer=keras.optimizers.Adam(0.05))
-        model.fit(x, batch_size=200, epochs=10, verbose=0, shuffle=False)
+        model.fit(x, batch_size=200, epochs=20, verbose=0, shuffle=False)
         x_test = draw(params, 300, np.random.default_rng(2))
         elbos[covariance] = model.elbo(x_test, num_samples=10, seed=0).mean()
         exact = fa.exact_log_likelihood(x_test).mean()
