@@ -4,6 +4,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import keras
@@ -220,6 +221,23 @@ def test_nan_weights_after_the_last_step_are_caught_before_the_checkpoint(binary
         model.fit(
             binary_data, batch_size=32, epochs=2, callbacks=[PoisonLastStep(), guard], verbose=0
         )
+
+
+def test_the_guard_checks_each_batch_off_the_training_loop(binary_data):
+    # async_safe: on JAX Keras runs the per-batch check on a worker thread, so fit does not
+    # wait for each step's loss before dispatching the next (on TensorFlow, which Keras marks
+    # not thread-safe, every batch callback runs in the loop).
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("Keras runs TensorFlow's batch callbacks on the training thread")
+    threads = set()
+
+    class Guard(callbacks.NonFiniteLossGuard):
+        def on_train_batch_end(self, batch, logs=None):
+            threads.add(threading.current_thread())
+            super().on_train_batch_end(batch, logs)
+
+    _model().fit(binary_data, batch_size=32, epochs=1, callbacks=[Guard()], verbose=0)
+    assert threads and threading.main_thread() not in threads
 
 
 def test_a_huge_learning_rate_is_reported_by_the_command_line(mnist_path, tmp_path, capsys):

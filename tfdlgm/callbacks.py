@@ -283,6 +283,13 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     error is raised before they run, so the bad epoch is never checkpointed and the last
     checkpoint is the last good epoch.
 
+    It is `async_safe`: on JAX (not on TensorFlow, which Keras runs batch callbacks in the
+    loop for) Keras runs its per-batch check on a worker thread, so reading the loss does not
+    make the training loop wait for each step to finish (the next batch is fetched and
+    dispatched meanwhile). An error raised there reaches `fit` at a later batch or, at the
+    latest, at the end of the epoch, before any callback's `on_epoch_end`; it still names the
+    batch whose loss was not finite.
+
     Example:
 
     ```python
@@ -295,6 +302,8 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         "likelihood's support (non-binary values for a Bernoulli likelihood, NaN or inf in "
         "the data)."
     )
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
