@@ -323,11 +323,15 @@ def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_p
     assert train.main([name, "--re-evaluate"]) == 0
     after = zoo.config(tmp_path / name)
     assert after["figures"]["log_likelihood"] == -80.0
-    assert after["recipe"] == before["recipe"]  # the training record is kept
+    # the training record is kept; its commands gain the re-evaluation's
+    *earlier, last = after["recipe"].pop("command").splitlines()
+    assert earlier == before["recipe"].pop("command").splitlines()
+    assert last.endswith(f"python zoo/train.py {name} --re-evaluate")
+    assert after["recipe"] == before["recipe"]
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
     card = zoo.card(tmp_path / name)
     assert "| -80.00 |" in card and "L_5000 (all 10,000 test images)" in card
-    assert before["recipe"]["command"] in card
+    assert f"{last}\n```" in card
     with pytest.raises(SystemExit):  # re-evaluating trains nothing
         train.main([name, "--re-evaluate", "--epochs", "5"])
 

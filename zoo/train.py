@@ -22,7 +22,8 @@ only evaluates and writes the preset.
 
 `--re-evaluate` trains nothing: it evaluates the shipped preset again (say, L_5000 on all
 10,000 test images where the card has fewer) and rewrites its figures and card, keeping its
-weights file byte for byte and its training record. `--note TEXT` adds a line about a run to
+weights file byte for byte and its training record (its command gains the re-evaluation's
+line, so the card says how its figures were measured). `--note TEXT` adds a line about a run to
 the card (say, what was unusual about it); runs from the preset keep its notes.
 
 `--continue` starts from the shipped preset `zoo/<name>` instead of from scratch (its weights,
@@ -499,14 +500,22 @@ def write_preset(model, name, recipe, recorded, ll_examples, out=None):
     return figures
 
 
-def re_evaluate(name, ll_examples, out=None, notes=()):
+def this_command(argv=None):
+    """The command line of this run, as the card records it."""
+    arguments = shlex.join(sys.argv[1:] if argv is None else argv)
+    return f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
+
+
+def re_evaluate(name, ll_examples, out=None, notes=(), command=None):
     """Evaluates the shipped preset `zoo/<name>` again (e.g. L_5000 on more test images) and
     rewrites its figures and card; its weights file and training record are kept (`notes`
-    are added to the record)."""
+    are added to the record, `command`, this run's, to its commands)."""
     folder = os.path.join(ZOO_DIR, name)
     preset = tfdlgm.zoo.config(folder)
     recipe = preset_recipe(RECIPES[name], preset)
     kept = {key: value for key, value in preset["recipe"].items() if key not in ("paper", "notes")}
+    if command is not None:
+        kept["command"] = f"{kept['command']}\n{command}"
     recorded = with_notes(kept, preset["recipe"], notes)
     model = tfdlgm.zoo.load(folder, compile=False)
     return write_preset(model, name, recipe, recorded, ll_examples, out)
@@ -559,7 +568,9 @@ def main(argv=None):
             parser.error(
                 "--re-evaluate trains nothing: no --epochs, --resume, --fine-tune or --continue"
             )
-        figures = re_evaluate(args.name, args.ll_examples, args.out, args.note)
+        figures = re_evaluate(
+            args.name, args.ll_examples, args.out, args.note, this_command(argv)
+        )
         return 0 if math.isfinite(figures["elbo"]) else 1
     if args.epochs is None:
         parser.error("--epochs is required (unless --re-evaluate)")
@@ -633,8 +644,7 @@ def main(argv=None):
     if from_preset:  # the devices of every run, in order; a repeat of the last is not added
         previous = recipe["preset"]["device"]
         device = previous if previous.endswith(device) else f"{previous}, then {device}"
-    arguments = shlex.join(sys.argv[1:] if argv is None else argv)
-    command = f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
+    command = this_command(argv)
     if from_preset:
         command = f"{recipe['preset']['command']}\n{command}"
     recorded = {
