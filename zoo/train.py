@@ -506,16 +506,15 @@ def this_command(argv=None):
     return f"KERAS_BACKEND={keras.backend.backend()} python zoo/train.py {arguments}"
 
 
-def re_evaluate(name, ll_examples, out=None, notes=(), command=None):
+def re_evaluate(name, ll_examples, command, out=None, notes=()):
     """Evaluates the shipped preset `zoo/<name>` again (e.g. L_5000 on more test images) and
-    rewrites its figures and card; its weights file and training record are kept (`notes`
-    are added to the record, `command`, this run's, to its commands)."""
+    rewrites its figures and card; its weights file and training record are kept (`command`,
+    this run's, is added to its commands, `notes` to its notes)."""
     folder = os.path.join(ZOO_DIR, name)
     preset = tfdlgm.zoo.config(folder)
     recipe = preset_recipe(RECIPES[name], preset)
     kept = {key: value for key, value in preset["recipe"].items() if key not in ("paper", "notes")}
-    if command is not None:
-        kept["command"] = f"{kept['command']}\n{command}"
+    kept["command"] = f"{kept['command']}\n{command}"
     recorded = with_notes(kept, preset["recipe"], notes)
     model = tfdlgm.zoo.load(folder, compile=False)
     return write_preset(model, name, recipe, recorded, ll_examples, out)
@@ -568,9 +567,7 @@ def main(argv=None):
             parser.error(
                 "--re-evaluate trains nothing: no --epochs, --resume, --fine-tune or --continue"
             )
-        figures = re_evaluate(
-            args.name, args.ll_examples, args.out, args.note, this_command(argv)
-        )
+        figures = re_evaluate(args.name, args.ll_examples, this_command(argv), args.out, args.note)
         return 0 if math.isfinite(figures["elbo"]) else 1
     if args.epochs is None:
         parser.error("--epochs is required (unless --re-evaluate)")
