@@ -135,6 +135,13 @@ RECIPES = {
             "weight prior (kappa) and no input noise"
         ),
         "objective_text": "ELBO (free energy, eq. 13) with one sample",
+        "fine_tune": {
+            "objective": {"name": "iwae", "num_samples": 10},
+            "learning_rate": 1e-4,
+            "objective_text": (
+                "then importance-weighted fine-tuning on L_10 (k = 10; not in Rezende et al.)"
+            ),
+        },
         "paper_epochs": None,
         "reference_text": "For reference, Rezende et al. report 86.60 nats (fixed binarisation).",
         "batch_size": 200,
