@@ -371,6 +371,26 @@ def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, mon
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
 
 
+def test_from_starts_a_run_from_another_folder_of_the_same_recipe(tmp_path, monkeypatch):
+    train = _zoo_train()
+    start = tmp_path / "a-run-from-scratch"
+    shutil.copytree(ZOO_TRAIN.parent / "vae-mnist", start)
+    before = zoo.config(start)
+    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path / "zoo"))
+    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(before["figures"]))
+    epochs = str(before["recipe"]["epochs"])
+    flags = ["--epochs", epochs, "--workdir", str(tmp_path)]
+    assert train.main(["vae-mnist", "--continue", "--from", str(start), *flags]) == 0
+    after = zoo.config(tmp_path / "zoo" / "vae-mnist")
+    *earlier, last = after["recipe"]["command"].splitlines()
+    assert earlier == before["recipe"]["command"].splitlines()
+    assert f"--from {start}" in last
+    with pytest.raises(SystemExit):  # the folder holds another recipe's preset
+        train.main(["lvae-mnist", "--fine-tune", "--from", str(start), *flags])
+    with pytest.raises(SystemExit):  # a run from scratch starts from no folder
+        train.main(["vae-mnist", "--from", str(start), *flags])
+
+
 def test_continue_on_the_last_runs_device_keeps_the_device_history(tmp_path, monkeypatch):
     train = _zoo_train()
     before = zoo.config(ZOO_TRAIN.parent / "vae-mnist")

@@ -39,6 +39,14 @@ this is how a preset grows across machines and sessions:
 KERAS_BACKEND=jax python zoo/train.py vae-mnist --continue --epochs 1000 [--resume]
 KERAS_BACKEND=jax python zoo/train.py lvae-mnist --fine-tune --epochs 568 [--resume]
 ```
+
+`--from FOLDER` starts such a run from another preset folder of the same recipe instead, such
+as the `--out` of a run from scratch kept apart from the shipped preset until it beats it:
+
+```bash
+KERAS_BACKEND=jax python zoo/train.py lvae-mnist --epochs 2000 --out runs/lvae [--resume]
+KERAS_BACKEND=jax python zoo/train.py lvae-mnist --fine-tune --from runs/lvae --epochs 2100
+```
 """
 
 import argparse
@@ -551,6 +559,13 @@ def main(argv=None):
         help="start from the shipped preset zoo/<name> and train on the stage it was trained on",
     )
     parser.add_argument(
+        "--from",
+        dest="start",
+        default=None,
+        help="with --continue or --fine-tune: the preset folder to start from (default "
+        "zoo/<name>), e.g. the --out of an earlier run",
+    )
+    parser.add_argument(
         "--learning-rate",
         type=float,
         default=None,
@@ -587,9 +602,14 @@ def main(argv=None):
     from_preset = args.fine_tune or args.continue_
     if args.fine_tune and "fine_tune" not in recipe:
         parser.error(f"the recipe of {args.name} has no fine_tune stage")
+    if args.start is not None and not from_preset:
+        parser.error("--from names the preset a --continue or --fine-tune run starts from")
     if from_preset:
-        preset_folder = os.path.join(ZOO_DIR, args.name)
-        recipe = preset_recipe(recipe, tfdlgm.zoo.config(preset_folder), args.fine_tune)
+        preset_folder = args.start or os.path.join(ZOO_DIR, args.name)
+        preset = tfdlgm.zoo.config(preset_folder)
+        if preset["name"] != args.name:
+            parser.error(f"{preset_folder} holds the preset {preset['name']!r}, not {args.name!r}")
+        recipe = preset_recipe(recipe, preset, args.fine_tune)
         fine_tuning = "fine_tune_from_epoch" in recipe
         preset_epochs = recipe["preset"]["epochs"]
         preset_seconds = 60 * recipe["preset"]["wall_time_minutes"]
