@@ -309,7 +309,7 @@ def test_the_fine_tuning_recipe_takes_the_stage_learning_rate():
     del fresh["recipe"]["fine_tune_from_epoch"]
     assert train.fine_tune_recipe(recipe, fresh)["fine_tune_from_epoch"] == 7
     with pytest.raises(SystemExit):  # a recipe without a fine_tune stage: a usage error
-        train.main(["vae-mnist", "--fine-tune", "--epochs", "1"])
+        train.main(["iwae-mnist", "--fine-tune", "--epochs", "1"])
 
 
 def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_path, monkeypatch):
