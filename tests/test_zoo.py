@@ -279,15 +279,15 @@ def test_the_wall_clock_counts_the_time_between_epochs_and_stops_within_its_budg
 
 
 def test_a_preset_loads_with_another_objective_for_fine_tuning():
-    model = zoo.load("vae-mnist", objective={"name": "iwae", "num_samples": 10})
+    model = zoo.load("iwae-mnist", objective={"name": "iwae", "num_samples": 10})
     assert model.objective.get_config() == {"name": "iwae", "num_samples": 10}
     assert model.optimizer is not None
-    shipped = zoo.load("vae-mnist", compile=False)
-    assert shipped.objective.get_config() == {"name": "elbo", "num_samples": 1}
+    shipped = zoo.load("iwae-mnist", compile=False)
+    assert shipped.objective.get_config() == {"name": "iwae", "num_samples": 50}
     for a, b in zip(model.get_weights(), shipped.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="`objective` must be one of"):
-        zoo.load("vae-mnist", objective="iwea")
+        zoo.load("iwae-mnist", objective="iwea")
 
 
 def test_the_fine_tuning_recipe_takes_the_stage_learning_rate():
@@ -338,9 +338,9 @@ def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_p
 
 def test_a_run_from_a_preset_continues_its_stage_unless_told_to_fine_tune():
     train = _zoo_train()
-    vae = train.preset_recipe(train.RECIPES["vae-mnist"], zoo.config("vae-mnist"))
-    assert vae["optimizer"] == train.RECIPES["vae-mnist"]["optimizer"]
-    assert "fine_tune_from_epoch" not in vae and vae["preset"]["epochs"] > 0
+    iwae = train.preset_recipe(train.RECIPES["iwae-mnist"], zoo.config("iwae-mnist"))
+    assert iwae["optimizer"] == train.RECIPES["iwae-mnist"]["optimizer"]
+    assert "fine_tune_from_epoch" not in iwae and iwae["preset"]["epochs"] > 0
     lvae = zoo.config("lvae-mnist")  # fine-tuned already: continuing is more fine-tuning
     recipe = train.RECIPES["lvae-mnist"]
     assert train.preset_recipe(recipe, lvae) == train.fine_tune_recipe(recipe, lvae)
