@@ -391,6 +391,31 @@ def test_from_starts_a_run_from_another_folder_of_the_same_recipe(tmp_path, monk
         train.main(["vae-mnist", "--from", str(start), *flags])
 
 
+def test_validate_every_logs_the_validation_bounds_every_n_epochs(
+    tmp_path, monkeypatch, mnist_path
+):
+    train = _zoo_train()
+    passed = {}
+
+    def recording(*args, **kwargs):
+        passed.update(kwargs)
+        return real(*args, **kwargs)
+
+    real = train.training.train
+    monkeypatch.setattr(train.training, "train", recording)
+    _run_from_preset(
+        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--validate-every", "7"
+    )
+    (diagnostics,) = [
+        c for c in passed["callbacks"] if isinstance(c, tfdlgm.callbacks.LatentDiagnostics)
+    ]
+    assert diagnostics.every == 7 and diagnostics.num_samples == 50
+    grey = tfdlgm.datasets.load_mnist_arrays(mnist_path)["validation"]
+    np.testing.assert_array_equal(diagnostics.x, tfdlgm.datasets.fixed_binarization(grey, seed=1))
+    with pytest.raises(SystemExit):
+        train.main(["vae-mnist", "--continue", "--epochs", "1", "--validate-every", "0"])
+
+
 def test_continue_on_the_last_runs_device_keeps_the_device_history(tmp_path, monkeypatch):
     train = _zoo_train()
     before = zoo.config(ZOO_TRAIN.parent / "vae-mnist")

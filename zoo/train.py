@@ -20,6 +20,12 @@ sec. 5.2: Cov_x(E_q[z_u]) > 0.01), and the preset folder `zoo/<name>/` is writte
 `tfdlgm.zoo.save_preset`. `--epochs` equal to the epochs already done with `--resume`
 only evaluates and writes the preset.
 
+`--validate-every N` adds held-out figures to the logs of every Nth epoch
+(`tfdlgm.callbacks.LatentDiagnostics` on all 10,000 validation images, binarised once with
+seed 1): `val_L_50`, `val_elbo`, `val_kl_i` and `active_units_i`, which TensorBoard plots and
+`state.json` keeps. They say when a stage has stopped improving on images it does not train on
+(for lvae-mnist they take as long as four or five epochs of training on the ELBO).
+
 `--re-evaluate` trains nothing: it evaluates the shipped preset again (say, L_5000 on all
 10,000 test images where the card has fewer) and rewrites its figures and card, keeping its
 weights file byte for byte and its training record (its command gains the re-evaluation's
@@ -539,6 +545,14 @@ def re_evaluate(name, ll_examples, command, out=None, notes=()):
     return write_preset(model, name, recipe, recorded, ll_examples, out)
 
 
+def validation_diagnostics(every):
+    """`LatentDiagnostics` on all 10,000 validation images, binarised once with seed 1 (the
+    test set's protocol, another seed), every `every` epochs."""
+    grey = tfdlgm.datasets.load_mnist_arrays()["validation"]
+    x = tfdlgm.datasets.fixed_binarization(grey, seed=1)
+    return tfdlgm.callbacks.LatentDiagnostics(x, every=every, num_samples=50, seed=0)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=sorted(RECIPES))
@@ -583,6 +597,13 @@ def main(argv=None):
         help="a line for the card about this run (runs from the preset keep it); may repeat",
     )
     parser.add_argument(
+        "--validate-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="every N epochs, log L_50, the ELBO, KL and active units on the validation set",
+    )
+    parser.add_argument(
         "--re-evaluate",
         action="store_true",
         help="only evaluate the shipped preset zoo/<name> again and rewrite its figures and card",
@@ -599,6 +620,8 @@ def main(argv=None):
         parser.error("--epochs is required (unless --re-evaluate)")
     if args.learning_rate is not None and not args.learning_rate > 0:
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
+    if args.validate_every is not None and args.validate_every < 1:
+        parser.error(f"--validate-every must be a positive epoch count, got {args.validate_every}")
     recipe = RECIPES[args.name]
     rates = []
     run_name = args.name
@@ -645,6 +668,8 @@ def main(argv=None):
         callbacks.append(LearningRate(rate, since))
     elif schedule is not None:  # set each epoch from the epoch alone, so resuming continues it
         callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
+    if args.validate_every is not None:  # before TensorBoard (`train` adds it last)
+        callbacks.append(validation_diagnostics(args.validate_every))
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     clock = WallClock(logs.get("wall_seconds", preset_seconds), max_seconds)
     stop = tfdlgm.callbacks.StopOnSignal()  # kill -TERM: evaluate after the epoch in progress
