@@ -190,19 +190,22 @@ def test_fit_fine_tunes_a_loaded_preset():
 
 def test_save_preset_round_trips_and_checks_its_output(tmp_path):
     model = tfdlgm.models.VAE(latent_dim=2, hidden=(8,), data_dim=6, seed=0)
+    recipe = {"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.01}}}
     folder = zoo.save_preset(
-        model,
-        tmp_path / "tiny",
-        recipe={"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.01}}},
-        figures={"elbo": -1.0},
-        card_text="# tiny\n",
+        model, tmp_path / "tiny", recipe, figures={"elbo": -1.0}, card_text="# tiny\n"
     )
     loaded = zoo.load(folder)
     assert isinstance(loaded, tfdlgm.models.VAE) and loaded.latent_dim == 2
     np.testing.assert_allclose(loaded.optimizer.learning_rate, 0.01)
     x = np.eye(6, dtype="float32")
     np.testing.assert_allclose(loaded.elbo(x, seed=3), model.elbo(x, seed=3), rtol=1e-6)
-    assert zoo.card(folder) == "# tiny\n"
+    assert zoo.card(folder) == "# tiny\n" and zoo.config(folder)["name"] == "tiny"
+    named = zoo.save_preset(
+        model, tmp_path / "run-3", recipe, figures={}, card_text="", name="tiny"
+    )
+    assert zoo.config(named)["name"] == "tiny"
+    with pytest.raises(ValueError, match="`name` must be a non-empty str"):
+        zoo.save_preset(model, tmp_path / "x", recipe, figures={}, card_text="", name="")
     with pytest.raises(ValueError, match="must name the `optimizer`"):
         zoo.save_preset(model, tmp_path / "x", recipe={}, figures={}, card_text="")
 
@@ -385,6 +388,13 @@ def test_from_starts_a_run_from_another_folder_of_the_same_recipe(tmp_path, monk
     *earlier, last = after["recipe"]["command"].splitlines()
     assert earlier == before["recipe"]["command"].splitlines()
     assert f"--from {start}" in last
+    out = tmp_path / "run-2"  # written outside the zoo, under another folder name
+    assert (
+        train.main(["vae-mnist", "--continue", "--from", str(start), *flags, "--out", str(out)])
+        == 0
+    )
+    assert zoo.config(out)["name"] == "vae-mnist"
+    assert train.main(["vae-mnist", "--continue", "--from", str(out), *flags]) == 0
     with pytest.raises(SystemExit):  # the folder holds another recipe's preset
         train.main(["lvae-mnist", "--fine-tune", "--from", str(start), *flags])
     with pytest.raises(SystemExit):  # a run from scratch starts from no folder

@@ -162,6 +162,7 @@ def save_preset(
     recipe: dict,
     figures: dict,
     card_text: str,
+    name: str | None = None,
 ) -> pathlib.Path:
     """Writes a preset folder: weights, card, then `config.json` with their checksums.
 
@@ -179,6 +180,9 @@ def save_preset(
             `batch_size`, `wall_time_minutes`, `device`.
         figures: dict, the measured figures and the protocol that gave them.
         card_text: str, the markdown of `card.md`.
+        name: str or None, the preset's name in `config.json` (a run written outside the zoo
+            keeps its recipe's name, so it can be copied in or trained on from there).
+            Defaults to `None`: the folder's name.
 
     Returns:
         The folder, a `pathlib.Path`.
@@ -198,6 +202,10 @@ def save_preset(
     if not_float32:
         raise ValueError(f"Preset weights must be float32. Received other dtypes for {not_float32}")
     folder = pathlib.Path(folder)
+    if name is None:
+        name = folder.name
+    elif not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty str or None. Received: name={name!r}")
     folder.mkdir(parents=True, exist_ok=True)
     class_name = keras.saving.get_registered_name(type(model))
     copy = type(model).from_config(model.get_config())
@@ -208,7 +216,7 @@ def save_preset(
     _atomic_write(folder / CARD_FILE, lambda path: path.write_text(card_text, encoding="utf-8"))
     preset = {
         "format_version": FORMAT_VERSION,
-        "name": folder.name,
+        "name": name,
         "model": {"class_name": class_name, "config": _jsonable(model.get_config())},
         "parameters": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
         "recipe": _jsonable(recipe),

@@ -521,6 +521,7 @@ def write_preset(model, name, recipe, recorded, ll_examples, out=None):
         recipe={**recorded, "paper": recipe["paper"]},
         figures={**figures, "protocol": protocol, "test_slice": slice_},
         card_text=card_text(name, recipe, recorded, figures, slice_, model.latent_dims),
+        name=name,
     )
     return figures
 
