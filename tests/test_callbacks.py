@@ -20,6 +20,7 @@ from tfdlgm.callbacks import (
     StandaloneTensorBoard,
     StopOnSignal,
     TensorBoard,
+    averaged_weights,
 )
 from tfdlgm.models import VAE, LadderVAE
 
@@ -96,6 +97,67 @@ def test_active_units_follow_burdas_criterion(binary_data):
         gaussian.loc.kernel.assign(np.zeros(gaussian.loc.kernel.shape, "float32"))
     assert model.active_units(binary_data)[1] == 0
     assert model.active_units(binary_data, threshold=0.0) == [4, 0]
+
+
+def _averaging_vae():
+    """A small VAE whose optimizer keeps an exponential moving average of its weights."""
+    model = VAE(latent_dim=3, hidden=(8,), data_dim=20, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9))
+    return model
+
+
+def _values(variables):
+    return [keras.ops.convert_to_numpy(variable) for variable in variables]
+
+
+def test_averaged_weights_swap_the_averages_in_for_the_block_only(binary_data):
+    model = _averaging_vae()
+    model.fit(binary_data, batch_size=64, epochs=2, verbose=0)
+    for variable in model.trainable_variables:  # weights that are not their averages
+        variable.assign(keras.ops.convert_to_numpy(variable) + 1.0)
+    own = _values(model.trainable_variables)
+    averages = _values(model.optimizer._model_variables_moving_average)
+    assert any(not np.allclose(a, b) for a, b in zip(own, averages))
+    with averaged_weights(model) as swapped:
+        assert swapped is model
+        for inside, average in zip(_values(model.trainable_variables), averages):
+            np.testing.assert_array_equal(inside, average)
+    for after, before in zip(_values(model.trainable_variables), own):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_averaged_weights_leave_a_model_without_averages_alone(binary_data):
+    model = VAE(latent_dim=3, hidden=(8,), data_dim=20, seed=0)
+    model.compile(optimizer="adam")
+    model.fit(binary_data, batch_size=64, epochs=1, verbose=0)
+    own = _values(model.trainable_variables)
+    with averaged_weights(model):
+        for inside, before in zip(_values(model.trainable_variables), own):
+            np.testing.assert_array_equal(inside, before)
+
+
+def test_averaged_weights_leave_a_model_that_has_not_trained_alone(binary_data):
+    model = _averaging_vae()
+    model.elbo(binary_data[:2])  # builds the model
+    model.optimizer.build(model.trainable_variables)  # averages of zeros, before any step
+    own = _values(model.trainable_variables)
+    with averaged_weights(model):
+        for inside, before in zip(_values(model.trainable_variables), own):
+            np.testing.assert_array_equal(inside, before)
+
+
+def test_diagnostics_of_an_averaging_optimizer_are_the_averaged_weights(binary_data):
+    model = _averaging_vae()
+    history = model.fit(
+        binary_data,
+        batch_size=64,
+        epochs=2,
+        verbose=0,
+        callbacks=[LatentDiagnostics(binary_data[:64], num_samples=5, seed=3)],
+    )
+    # `fit` ends with the averages as the weights: those the last diagnostics evaluated.
+    final = float(model.iwae_bound(binary_data[:64], 5, seed=3).mean())
+    assert history.history["val_L_5"][-1] == pytest.approx(final, rel=1e-5)
 
 
 def test_bad_arguments():

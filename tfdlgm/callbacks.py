@@ -2,6 +2,7 @@
 Keras' callback, or without TensorFlow through the `tensorboard` package alone), a guard that
 stops training at a non-finite loss, and a graceful stop on SIGINT / SIGTERM."""
 
+import contextlib
 import math
 import os
 import signal
@@ -51,10 +52,43 @@ class KLWarmUp(keras.callbacks.Callback):
             logs["kl_weight"] = float(keras.ops.convert_to_numpy(self.model.kl_weight))
 
 
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Within the block, `model`'s trainable weights are its optimizer's exponential moving
+    averages of them (an optimizer compiled with `use_ema=True`: Polyak averaging, the weights
+    `fit` ends with); after it, its own again. A model whose optimizer keeps no averages (or
+    has not trained yet) is left as it is.
+
+    Keras keeps the averages in the optimizer's `_model_variables_moving_average`, paired
+    with its `_trainable_variables` (as `keras.callbacks.SwapEMAWeights` reads them). The
+    weights take copies: on JAX, `evaluate` donates the weights' buffers, and a buffer shared
+    with an average would be gone when training next updates it."""
+    optimizer = getattr(model, "optimizer", None)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if (
+        not getattr(optimizer, "use_ema", False)
+        or not averages
+        or not int(keras.ops.convert_to_numpy(optimizer.iterations))
+    ):
+        yield model
+        return
+    variables = optimizer._trainable_variables
+    own = [keras.ops.convert_to_numpy(variable) for variable in variables]
+    for variable, average in zip(variables, averages):
+        variable.assign(keras.ops.convert_to_numpy(average))
+    try:
+        yield model
+    finally:
+        for variable, value in zip(variables, own):
+            variable.assign(value)
+
+
 class LatentDiagnostics(keras.callbacks.Callback):
     """Adds held-out diagnostics to the epoch logs every `every` epochs: active units and KL
     per latent layer, the ELBO and L_k. Place it before `keras.callbacks.TensorBoard` in the
     callback list and TensorBoard plots them (`active_units_1`, `val_kl_1`, `val_L_k`...).
+    Where the optimizer averages the weights (`use_ema=True`), they are the averaged weights'
+    (`averaged_weights`), the ones training ends with.
 
     Args:
         x: float array `[n, data_dim]`, a held-out batch.
@@ -73,16 +107,16 @@ class LatentDiagnostics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (epoch + 1) % self.every:
             return
-        model = self.model
-        for i, count in enumerate(model.active_units(self.x, seed=self.seed)):
-            logs[f"active_units_{i + 1}"] = count
-        results = model.evaluate(self.x, verbose=0, return_dict=True)
-        for name, value in results.items():
-            if name.startswith("kl_") or name == "elbo":
-                logs[f"val_{name}"] = value
-        logs[f"val_L_{self.num_samples}"] = float(
-            model.iwae_bound(self.x, self.num_samples, seed=self.seed).mean()
-        )
+        with averaged_weights(self.model) as model:
+            for i, count in enumerate(model.active_units(self.x, seed=self.seed)):
+                logs[f"active_units_{i + 1}"] = count
+            results = model.evaluate(self.x, verbose=0, return_dict=True)
+            for name, value in results.items():
+                if name.startswith("kl_") or name == "elbo":
+                    logs[f"val_{name}"] = value
+            logs[f"val_L_{self.num_samples}"] = float(
+                model.iwae_bound(self.x, self.num_samples, seed=self.seed).mean()
+            )
 
 
 class _LatentSummaries:
@@ -128,10 +162,11 @@ class _LatentSummaries:
         side = math.isqrt(self.model.data_dim)
         if (epoch + 1) % self.every or side * side != self.model.data_dim:
             return {}
-        grids = {"samples": self.model.sample(self.num_images, seed=self.seed, mean=True)}
-        if self.diagnostics is not None:
-            x = self.diagnostics.x[: self.num_images]
-            grids["reconstructions"] = np.stack([x, self.model.reconstruct(x, seed=self.seed)])
+        with averaged_weights(self.model) as model:  # as the diagnostics: the weights shipped
+            grids = {"samples": model.sample(self.num_images, seed=self.seed, mean=True)}
+            if self.diagnostics is not None:
+                x = self.diagnostics.x[: self.num_images]
+                grids["reconstructions"] = np.stack([x, model.reconstruct(x, seed=self.seed)])
         return {name: images_module.grid(images, (side, side)) for name, images in grids.items()}
 
 
@@ -147,7 +182,10 @@ class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
     `num_images` draws of E[x | z], z ~ p(z), and `reconstructions`, two rows: the first
     `num_images` held-out images above E[x | z], z ~ q(z | x). The warm-up weight beta is
     logged as `kl_weight` once it has been below 1 in this run (by `KLWarmUp`, in whatever
-    order the callbacks come), so runs without warm-up show no flat line at 1.
+    order the callbacks come), so runs without warm-up show no flat line at 1. Where the
+    optimizer averages the weights (`use_ema=True`), the batch's diagnostics and the images are
+    the averaged weights' (`averaged_weights`, the weights `fit` ends with); with
+    `keras.callbacks.SwapEMAWeights()` among the callbacks, `fit`'s own validation is too.
 
     Everything else (scalars, histograms, graphs, the log folder layout `log_dir/train`,
     `log_dir/validation`) is Keras' own, and the images go through its writers. Like Keras'
