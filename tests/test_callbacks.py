@@ -126,20 +126,23 @@ def test_averaged_weights_swap_the_averages_in_for_the_block_only(binary_data):
         np.testing.assert_array_equal(after, before)
 
 
-def test_averaged_weights_leave_a_model_without_averages_alone(binary_data):
+def _trained_without_averages(data):
     model = VAE(latent_dim=3, hidden=(8,), data_dim=20, seed=0)
     model.compile(optimizer="adam")
-    model.fit(binary_data, batch_size=64, epochs=1, verbose=0)
-    own = _values(model.trainable_variables)
-    with averaged_weights(model):
-        for inside, before in zip(_values(model.trainable_variables), own):
-            np.testing.assert_array_equal(inside, before)
+    model.fit(data, batch_size=64, epochs=1, verbose=0)
+    return model
 
 
-def test_averaged_weights_leave_a_model_that_has_not_trained_alone(binary_data):
+def _averaging_before_any_step(data):
     model = _averaging_vae()
-    model.elbo(binary_data[:2])  # builds the model
-    model.optimizer.build(model.trainable_variables)  # averages of zeros, before any step
+    model.elbo(data[:2])  # builds the model
+    model.optimizer.build(model.trainable_variables)  # averages of zeros
+    return model
+
+
+@pytest.mark.parametrize("make", [_trained_without_averages, _averaging_before_any_step])
+def test_averaged_weights_leave_a_model_without_averages_alone(make, binary_data):
+    model = make(binary_data)
     own = _values(model.trainable_variables)
     with averaged_weights(model):
         for inside, before in zip(_values(model.trainable_variables), own):
