@@ -4,7 +4,7 @@ import pytest
 from keras import ops
 
 from tests.gradients import value_and_grad
-from tfdlgm.layers import MLP, Dense
+from tfdlgm.layers import MLP, Dense, weights_to_load
 
 
 def _pair(units, input_dim):
@@ -67,3 +67,18 @@ def test_mlp_round_trips_its_config():
 def test_mlp_refuses_units_that_are_not_positive_ints(units):
     with pytest.raises(ValueError, match="positive ints"):
         MLP(units)
+
+
+def test_weights_to_load_start_kernels_at_zero_and_only_within_the_block():
+    def kernel():
+        layer = Dense(4, kernel_initializer="glorot_uniform")
+        layer.build((None, 3))
+        assert layer.get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+        return ops.convert_to_numpy(layer.kernel)
+
+    with weights_to_load():
+        with weights_to_load():  # nested blocks end with the outer one
+            pass
+        np.testing.assert_array_equal(kernel(), np.zeros((3, 4), "float32"))
+    drawn = kernel()
+    assert drawn.dtype == np.float32 and np.all(drawn != 0)

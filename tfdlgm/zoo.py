@@ -41,7 +41,7 @@ import tempfile
 import keras
 import numpy as np
 
-from tfdlgm import objectives
+from tfdlgm import layers, objectives
 from tfdlgm.files import sha256
 from tfdlgm.models.base import _SEED_STATE, LatentModel
 
@@ -137,7 +137,8 @@ def load(name_or_path: str | os.PathLike, compile: bool = True, objective=None) 
             "`keras.saving.register_keras_serializable`) or fix `model.class_name`."
         )
     try:
-        model = cls.from_config(model_spec["config"])
+        with layers.weights_to_load():  # no random kernels drawn only to be overwritten
+            model = cls.from_config(model_spec["config"])
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"{config_path}: `model.config` does not build a {cls.__name__}: {error}"
@@ -208,7 +209,8 @@ def save_preset(
         raise ValueError(f"`name` must be a non-empty str or None. Received: name={name!r}")
     folder.mkdir(parents=True, exist_ok=True)
     class_name = keras.saving.get_registered_name(type(model))
-    copy = type(model).from_config(model.get_config())
+    with layers.weights_to_load():
+        copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
     _atomic_write(
         folder / WEIGHTS_FILE, lambda path: copy.save_weights(str(path)), same=_same_weights
