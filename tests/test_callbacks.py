@@ -149,6 +149,15 @@ def test_averaged_weights_leave_a_model_without_averages_alone(make, binary_data
             np.testing.assert_array_equal(inside, before)
 
 
+def test_averaged_weights_name_a_keras_that_keeps_the_averages_elsewhere(binary_data):
+    model = _averaging_vae()
+    model.fit(binary_data, batch_size=64, epochs=1, verbose=0)
+    del model.optimizer._model_variables_moving_average  # as if Keras renamed it
+    with pytest.raises(RuntimeError, match="_model_variables_moving_average"):
+        with averaged_weights(model):
+            pass
+
+
 def test_diagnostics_of_an_averaging_optimizer_are_the_averaged_weights(binary_data):
     model = _averaging_vae()
     history = model.fit(

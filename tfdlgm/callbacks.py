@@ -64,15 +64,21 @@ def averaged_weights(model):
     weights take copies: on JAX, `evaluate` donates the weights' buffers, and a buffer shared
     with an average would be gone when training next updates it."""
     optimizer = getattr(model, "optimizer", None)
-    averages = getattr(optimizer, "_model_variables_moving_average", None)
     if (
         not getattr(optimizer, "use_ema", False)
-        or not averages
+        or not optimizer.built
         or not int(keras.ops.convert_to_numpy(optimizer.iterations))
     ):
         yield model
         return
-    variables = optimizer._trainable_variables
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    variables = getattr(optimizer, "_trainable_variables", None)
+    if averages is None or variables is None:
+        raise RuntimeError(
+            f"Keras {keras.__version__}'s optimizer keeps its weight averages elsewhere than "
+            "`_model_variables_moving_average` / `_trainable_variables`: "
+            "tfdlgm.callbacks.averaged_weights must be updated for it."
+        )
     own = [keras.ops.convert_to_numpy(variable) for variable in variables]
     for variable, average in zip(variables, averages):
         variable.assign(keras.ops.convert_to_numpy(average))
