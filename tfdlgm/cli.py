@@ -418,7 +418,7 @@ def _load_model(source):
     """A `LatentModel` from a preset name, a preset folder or a `.keras` file."""
     import keras
 
-    from tfdlgm import zoo
+    from tfdlgm import layers, zoo
     from tfdlgm.models import LatentModel
 
     path = pathlib.Path(source).expanduser()
@@ -430,7 +430,8 @@ def _load_model(source):
                 f"{source} is not a model file: a .keras file is the zip archive model.save writes"
             )
         try:
-            model = keras.models.load_model(path)
+            with layers.weights_to_load():  # the file holds every weight
+                model = keras.models.load_model(path)
         except Exception as error:  # keras, zipfile, h5py and json all raise their own
             raise CommandError(
                 f"{source} is not a Keras model file ({type(error).__name__}: {error})"

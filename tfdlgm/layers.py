@@ -19,9 +19,11 @@ _weights_to_load = threading.local()
 def weights_to_load():
     """Within the block (in this thread), `Dense` layers built start their kernels at zero
     instead of drawing them from their initializers: for a model whose weights are loaded next
-    (`tfdlgm.zoo.load`), whose draws would be thrown away. Under JAX each kernel shape compiles
-    a random program of its own: lvae-mnist's 34 took 5.4 s of a 6.3 s `zoo.load` on one core
-    of the 2-core CPU (0.8 s without them; the whole load took 8.1 s on the H200)."""
+    (`tfdlgm.zoo.load`, a `.keras` file or checkpoint), whose draws would be thrown away.
+    Under JAX each kernel shape compiles a random program of its own: lvae-mnist's 34 took
+    5.4 s of a 6.3 s `zoo.load` on one core of the 2-core CPU (0.8 s without them; the whole
+    load took 8.1 s on the H200), and its checkpoint's `keras.models.load_model` 6.7 s (1.5 s
+    without)."""
     outer = getattr(_weights_to_load, "active", False)
     _weights_to_load.active = True
     try:

@@ -58,7 +58,7 @@ import tempfile
 import keras
 import numpy as np
 
-from tfdlgm import backend, validation
+from tfdlgm import backend, layers, validation
 from tfdlgm import callbacks as callbacks_module
 from tfdlgm.files import sha256
 from tfdlgm.models.base import LatentModel
@@ -222,7 +222,8 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike):
             f"bytes, sha256 {state['sha256']}). {fix}"
         )
     try:
-        model = keras.models.load_model(model_path)
+        with layers.weights_to_load():  # the file holds every weight
+            model = keras.models.load_model(model_path)
     except Exception as error:  # Keras, zipfile, h5py and json raise their own
         raise ValueError(
             f"The checkpoint in {folder} cannot be resumed: {model_path} does not load "
