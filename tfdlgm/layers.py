@@ -12,7 +12,12 @@ from tfdlgm.backend import FOLD_DENSE_INPUTS
 # Activations by the name the papers use where Keras' default differs.
 _ACTIVATIONS = {"leaky_relu": lambda x: ops.leaky_relu(x, negative_slope=0.1)}
 
-_weights_to_load = threading.local()
+
+class _LoadingState(threading.local):
+    active = False  # inside `weights_to_load`, in this thread
+
+
+_weights_to_load = _LoadingState()
 
 
 @contextlib.contextmanager
@@ -24,8 +29,7 @@ def weights_to_load():
     5.4 s of a 6.3 s `zoo.load` on one core of the 2-core CPU (0.8 s without them; the whole
     load took 8.1 s on the H200), and its checkpoint's `keras.models.load_model` 6.7 s (1.5 s
     without)."""
-    outer = getattr(_weights_to_load, "active", False)
-    _weights_to_load.active = True
+    outer, _weights_to_load.active = _weights_to_load.active, True
     try:
         yield
     finally:
@@ -57,7 +61,7 @@ class Dense(keras.layers.Dense):
     """
 
     def build(self, input_shape):
-        if not getattr(_weights_to_load, "active", False):
+        if not _weights_to_load.active:
             return super().build(input_shape)
         drawn, self.kernel_initializer = self.kernel_initializer, _zeros
         try:
