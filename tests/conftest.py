@@ -8,6 +8,12 @@ import pytest
 
 SHARED_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 
+# The data is found the way CI finds it: TFDLGM_MNIST if set, else the checkout's sibling
+# shared/data/mnist.npz. It goes into the environment (not only into a fixture) so that the
+# commands the tests start in subprocesses find it too, as they would in a user's shell.
+if not os.environ.get("TFDLGM_MNIST") and SHARED_MNIST.is_file():
+    os.environ["TFDLGM_MNIST"] = str(SHARED_MNIST)
+
 
 @pytest.fixture(scope="session")
 def mnist_path():

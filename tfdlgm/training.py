@@ -49,18 +49,16 @@ The `fit` callbacks `train` uses, in order, for library users who call `fit` the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
-import tempfile
 
 import keras
 import numpy as np
 
 from tfdlgm import backend, layers, validation
 from tfdlgm import callbacks as callbacks_module
-from tfdlgm.files import sha256
+from tfdlgm.files import atomic_write, sha256
 from tfdlgm.models.base import LatentModel
 
 MODEL_FILE = "epoch-{epoch:04d}.keras"
@@ -248,7 +246,7 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         model_path = self.folder / MODEL_FILE.format(epoch=epoch + 1)
-        _atomic_write(model_path, lambda path: self.model.save(path))
+        atomic_write(model_path, lambda path: self.model.save(path))
         state = {
             "epoch": epoch + 1,
             "model": model_path.name,
@@ -257,7 +255,7 @@ class Checkpoint(keras.callbacks.Callback):
             "logs": {k: _float(v) for k, v in (logs or {}).items()},
         }
         text = json.dumps(state, indent=2) + "\n"
-        _atomic_write(self.folder / STATE_FILE, lambda path: path.write_text(text, "utf-8"))
+        atomic_write(self.folder / STATE_FILE, lambda path: path.write_text(text, "utf-8"))
         for old in self.folder.glob("epoch-*.keras"):
             if old != model_path:
                 old.unlink(missing_ok=True)
@@ -276,18 +274,6 @@ def _read_state(path: pathlib.Path):
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
     return state
-
-
-def _atomic_write(path: pathlib.Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(handle)
-    temporary = pathlib.Path(temporary)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
 
 
 def _float(value):

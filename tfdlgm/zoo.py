@@ -42,7 +42,7 @@ import keras
 import numpy as np
 
 from tfdlgm import layers, objectives
-from tfdlgm.files import sha256
+from tfdlgm.files import atomic_write, sha256
 from tfdlgm.models.base import _SEED_STATE, LatentModel
 
 CONFIG_FILE = "config.json"
@@ -212,10 +212,10 @@ def save_preset(
     with layers.weights_to_load():
         copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
-    _atomic_write(
+    atomic_write(
         folder / WEIGHTS_FILE, lambda path: copy.save_weights(str(path)), same=_same_weights
     )
-    _atomic_write(folder / CARD_FILE, lambda path: path.write_text(card_text, encoding="utf-8"))
+    atomic_write(folder / CARD_FILE, lambda path: path.write_text(card_text, encoding="utf-8"))
     preset = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -228,7 +228,7 @@ def save_preset(
         "created": datetime.date.today().isoformat(),
     }
     text = json.dumps(preset, indent=2) + "\n"
-    _atomic_write(folder / CONFIG_FILE, lambda path: path.write_text(text, encoding="utf-8"))
+    atomic_write(folder / CONFIG_FILE, lambda path: path.write_text(text, encoding="utf-8"))
     load(folder, compile=False)
     return folder
 
@@ -391,25 +391,6 @@ def _summary(shapes: dict) -> str:
 
 def _file_record(path: pathlib.Path) -> dict:
     return {"sha256": sha256(path), "bytes": path.stat().st_size}
-
-
-def _atomic_write(path: pathlib.Path, write, same=None) -> None:
-    """Writes through `write(temporary_path)`, then moves the file into place; where
-    `same(old_path, new_path)` says the file already there holds the same content, that file
-    is kept byte for byte."""
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".tmp-{path.name.split('.')[0]}-", suffix="".join(path.suffixes)
-    )
-    os.close(handle)
-    temporary = pathlib.Path(temporary)
-    try:
-        write(temporary)
-        if same is not None and path.is_file() and same(path, temporary):
-            return
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _jsonable(value):
