@@ -1,6 +1,6 @@
 """MNIST as the deep latent Gaussian model literature uses it: 50k/10k/10k, binarised.
 
-The evaluation protocol (ARCHITECTURE.md): the first 50,000 rows of MNIST's training set are
+The evaluation protocol (docs/architecture.md): the first 50,000 rows of MNIST's training set are
 the training split, its last 10,000 rows the validation split, and MNIST's 10,000 test images
 the test split. Pixels are grey levels `x = intensity / 255` in [0, 1], flattened to 784. A
 binary image is a Bernoulli draw from the grey levels:
