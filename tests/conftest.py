@@ -6,13 +6,16 @@ import pathlib
 import numpy as np
 import pytest
 
-SHARED_MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_MNIST = SHARED_DATA / "mnist.npz"
+SHARED_FREY = SHARED_DATA / "frey_faces.npz"
 
-# The data is found the way CI finds it: TFDLGM_MNIST if set, else the checkout's sibling
-# shared/data/mnist.npz. It goes into the environment (not only into a fixture) so that the
-# commands the tests start in subprocesses find it too, as they would in a user's shell.
-if not os.environ.get("TFDLGM_MNIST") and SHARED_MNIST.is_file():
-    os.environ["TFDLGM_MNIST"] = str(SHARED_MNIST)
+# The data is found the way CI finds it: TFDLGM_MNIST (TFDLGM_FREY_FACES) if set, else the
+# checkout's sibling shared/data/. It goes into the environment (not only into a fixture) so
+# that the commands the tests start in subprocesses find it too, as they would in a user's shell.
+for variable, shared in (("TFDLGM_MNIST", SHARED_MNIST), ("TFDLGM_FREY_FACES", SHARED_FREY)):
+    if not os.environ.get(variable) and shared.is_file():
+        os.environ[variable] = str(shared)
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +24,15 @@ def mnist_path():
     path = os.environ.get("TFDLGM_MNIST") or str(SHARED_MNIST)
     if not os.path.exists(path):
         pytest.fail(f"MNIST not found at {path}; set TFDLGM_MNIST to the mnist.npz file")
+    return path
+
+
+@pytest.fixture(scope="session")
+def frey_path():
+    """Path to the Frey faces file: TFDLGM_FREY_FACES if set, else ../shared/data/."""
+    path = os.environ.get("TFDLGM_FREY_FACES") or str(SHARED_FREY)
+    if not os.path.exists(path):
+        pytest.fail(f"Frey faces not found at {path}; set TFDLGM_FREY_FACES to the file")
     return path
 
 

@@ -21,6 +21,23 @@ time, so the module works under `KERAS_BACKEND=jax` with no TensorFlow installed
 The file is found by `find_mnist()`: the `path` argument, then the environment variable
 `TFDLGM_MNIST`, then the Keras cache (`$KERAS_HOME/datasets/mnist.npz`, by default
 `~/.keras/datasets/mnist.npz`), then the download `keras.datasets.mnist.load_data()` performs.
+
+Frey faces (`frey_faces()`, Kingma & Welling's continuous data set): 1,965 frames of 28 x 20
+8-bit grey levels, split in blocks of 15 consecutive frames (test: blocks b % 10 == 9, 195
+frames; validation: b % 10 == 4, 195; train: the other 1,575), so that near-identical
+neighbouring frames do not straddle two splits. A continuous model is fitted to the frames by
+*uniform dequantisation* (Theis, van den Oord & Bethge 2016):
+
+```none
+x = (k + u) / 256,   u ~ Uniform(0, 1)^D,   k in {0, ..., 255}^D the 8-bit levels
+log P(k) >= E_u[log p(x)] - D log 256
+```
+
+so a continuous density's log p(x), less D log 256, is a lower bound on the log-likelihood of
+the 8-bit data (`discrete_log_likelihood`, `bits_per_dimension`). Training draws fresh `u` on
+every pass (`dequantize="dynamic"`); the test set is dequantised once with a fixed seed.
+The file is found by `find_frey_faces()`: the `path` argument, `TFDLGM_FREY_FACES`, the Keras
+cache (`$KERAS_HOME/datasets/frey_faces.npz`); Keras has no download of it.
 """
 
 from __future__ import annotations
@@ -43,9 +60,21 @@ if TYPE_CHECKING:  # Annotations only: TensorFlow is imported when a tf.data pip
 
 SPLITS = ("train", "validation", "test")
 BINARIZATIONS = ("dynamic", "fixed", None)
+DEQUANTIZATIONS = ("dynamic", "fixed", None)
 ENV_VAR = "TFDLGM_MNIST"
 NUM_PIXELS = 28 * 28
 NUM_TRAIN = 50_000
+
+FREY_ENV_VAR = "TFDLGM_FREY_FACES"
+FREY_FILE = "frey_faces.npz"
+FREY_IMAGE_SHAPE = (28, 20)
+FREY_NUM_FRAMES = 1965
+# The Frey split: blocks of 15 consecutive frames (neighbouring frames are near-duplicates);
+# block b is test where b % 10 == 9, validation where b % 10 == 4, train otherwise.
+FREY_BLOCK = 15
+FREY_SPLIT_OF_BLOCK = {9: "test", 4: "validation"}
+# 8-bit data: 256 levels, dequantised as x = (level + u) / 256.
+LEVELS = 256
 
 # What `keras.datasets.mnist.load_data()` downloads, and the layout every mnist.npz must have.
 _KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
@@ -88,42 +117,71 @@ def find_mnist(path: str | os.PathLike | None = None) -> str:
     tfdlgm.datasets.find_mnist("data/mnist.npz")
     ```
     """
-    fix = f"Set the environment variable {ENV_VAR}=/path/to/mnist.npz or pass path=."
+    return _find_file("MNIST", "mnist.npz", ENV_VAR, path, download=_download)
+
+
+def find_frey_faces(path: str | os.PathLike | None = None) -> str:
+    """Finds the Frey faces file (`frey_faces.npz`: key `x`, (1965, 28, 20) uint8).
+
+    Looks, in order, at: (1) `path`, (2) the environment variable `TFDLGM_FREY_FACES`, (3) the
+    Keras cache `$KERAS_HOME/datasets/frey_faces.npz`. There is no download: Keras ships no
+    copy of this data set, so a file must be put in one of those places.
+
+    Args:
+        path: str or path-like, the file to use. Defaults to `None` (search).
+
+    Returns:
+        The absolute path of the file found, as a str.
+
+    Raises:
+        FileNotFoundError: if `path` or `TFDLGM_FREY_FACES` names no file, or if no place
+            holds one (the message lists each place and why).
+    """
+    return _find_file("Frey faces", FREY_FILE, FREY_ENV_VAR, path, download=None)
+
+
+def _find_file(title, filename, env_var, path, download):
+    """The lookup every data set shares: argument, environment variable, Keras cache, then
+    `download()` (where the data set has one); a `FileNotFoundError` listing every place."""
+    fix = f"Set the environment variable {env_var}=/path/to/{filename} or pass path=."
     if path is not None:
         return _existing_file(
+            title,
             path,
             "`path` argument",
-            f"Pass the path of an existing mnist.npz, or leave `path` out to search {ENV_VAR} "
+            f"Pass the path of an existing {filename}, or leave `path` out to search {env_var} "
             "and the Keras cache.",
         )
-    from_env = os.environ.get(ENV_VAR)
+    from_env = os.environ.get(env_var)
     if from_env:
         return _existing_file(
+            title,
             from_env,
-            f"environment variable {ENV_VAR}",
-            f"Set {ENV_VAR} to an existing mnist.npz, or unset it to search the Keras cache.",
+            f"environment variable {env_var}",
+            f"Set {env_var} to an existing {filename}, or unset it to search the Keras cache.",
         )
-    looked = ["the `path` argument: not given", f"the environment variable {ENV_VAR}: not set"]
-    cache = _keras_cache_path()
+    looked = ["the `path` argument: not given", f"the environment variable {env_var}: not set"]
+    cache = _keras_cache_path(filename)
     if os.path.isfile(cache):
         return os.path.abspath(cache)
     looked.append(f"the Keras cache {cache}: no such file")
-    try:
-        downloaded = _download()
-    except Exception as error:  # Any failure of the download means "not found here".
-        looked.append(
-            f"the download of keras.datasets.mnist from {_KERAS_ORIGIN}: failed "
-            f"({type(error).__name__}: {error})"
-        )
-    else:
-        if downloaded is not None and os.path.isfile(downloaded):
-            return os.path.abspath(os.fspath(downloaded))
-        looked.append(
-            f"the download of keras.datasets.mnist from {_KERAS_ORIGIN}: "
-            f"gave {downloaded!r}, which is not a file"
-        )
+    if download is not None:
+        try:
+            downloaded = download()
+        except Exception as error:  # Any failure of the download means "not found here".
+            looked.append(
+                f"the download of keras.datasets.mnist from {_KERAS_ORIGIN}: failed "
+                f"({type(error).__name__}: {error})"
+            )
+        else:
+            if downloaded is not None and os.path.isfile(downloaded):
+                return os.path.abspath(os.fspath(downloaded))
+            looked.append(
+                f"the download of keras.datasets.mnist from {_KERAS_ORIGIN}: "
+                f"gave {downloaded!r}, which is not a file"
+            )
     places = "\n".join(f"  {number}. {place}" for number, place in enumerate(looked, start=1))
-    raise FileNotFoundError(f"MNIST (mnist.npz) was not found. Looked at:\n{places}\n{fix}")
+    raise FileNotFoundError(f"{title} ({filename}) was not found. Looked at:\n{places}\n{fix}")
 
 
 def load_mnist_arrays(path: str | os.PathLike | None = None) -> dict:
@@ -269,6 +327,160 @@ def mnist(
     )
 
 
+def load_frey_faces_arrays(path: str | os.PathLike | None = None) -> dict:
+    """Loads the Frey faces splits as 8-bit levels.
+
+    The file is read and checked once per file (and modification time); later calls return
+    the same arrays, which are read-only.
+
+    Args:
+        path: str or path-like, the `frey_faces.npz` file. Defaults to `None`
+            (`find_frey_faces()` searches `TFDLGM_FREY_FACES` and the Keras cache).
+
+    Returns:
+        A dict with keys `"train"` (1575, 560), `"validation"` (195, 560) and `"test"`
+        (195, 560): uint8 arrays of the levels 0..255 of each frame, row-major 28 x 20, in
+        frame order, split by blocks of 15 frames (see the module docstring).
+
+    Raises:
+        FileNotFoundError: if no file is found (see `find_frey_faces`).
+        ValueError: if the file is not a valid `.npz`, or lacks `x`, or `x` is not
+            (1965, 28, 20) uint8.
+    """
+    resolved = find_frey_faces(path)
+    stat = os.stat(resolved)
+    return dict(_load_frey_splits(os.path.realpath(resolved), stat.st_mtime_ns, stat.st_size))
+
+
+def frey_split(num_frames: int = FREY_NUM_FRAMES) -> np.ndarray:
+    """The split of each frame, `"train"`, `"validation"` or `"test"`, by its block of 15.
+
+    Returns:
+        A str array `[num_frames]`: frame i is in block b = i // 15, which is test where
+        b % 10 == 9, validation where b % 10 == 4, train otherwise.
+    """
+    blocks = np.arange(num_frames) // FREY_BLOCK
+    return np.array([FREY_SPLIT_OF_BLOCK.get(int(b) % 10, "train") for b in blocks])
+
+
+def fixed_dequantization(levels, seed: int) -> np.ndarray:
+    """Dequantises 8-bit levels once, with a fixed seed: `x = (k + u) / 256`, `u ~ U(0, 1)`.
+
+    The uniforms come from `numpy.random.Generator(PCG64(seed))` (float32), as in
+    `fixed_binarization`, so the test set's values are the same on every run and machine.
+
+    Args:
+        levels: array-like of integer levels in 0..255, any shape.
+        seed: int >= 0, the seed of the draw.
+
+    Returns:
+        A float32 array of the shape of `levels`, with values in [0, 1].
+
+    Raises:
+        ValueError: if `seed` is not a non-negative int, or `levels` holds values that are not
+            integers in 0..255.
+    """
+    _check_seed(seed)
+    levels = _check_levels(levels)
+    uniforms = np.random.Generator(np.random.PCG64(int(seed))).random(
+        levels.shape, dtype=np.float32
+    )
+    return _dequantize(levels, uniforms)
+
+
+def discrete_log_likelihood(log_density, num_dims: int):
+    """The bound on the 8-bit data's log-likelihood that a dequantised density gives.
+
+    ```none
+    log P(k) >= log p(x) - D log 256      (x = (k + u) / 256, Theis et al. 2016)
+    ```
+
+    Args:
+        log_density: float or array, log p(x) in nats of a model of the dequantised data.
+        num_dims: int, D, the dimensions per example (560 for Frey faces).
+
+    Returns:
+        The bound, in nats per example, of the shape of `log_density`.
+    """
+    return np.asarray(log_density, dtype=np.float64) - num_dims * math.log(LEVELS)
+
+
+def bits_per_dimension(log_likelihood, num_dims: int):
+    """`-log P / (D log 2)`: a log-likelihood in nats per example as bits per dimension."""
+    return -np.asarray(log_likelihood, dtype=np.float64) / (num_dims * math.log(2))
+
+
+def frey_faces(
+    split: str = "train",
+    dequantize: str | None = "dynamic",
+    batch_size: int = 100,
+    seed: int = 0,
+    path: str | os.PathLike | None = None,
+    shuffle: bool | None = None,
+    drop_remainder: bool = False,
+    as_numpy: bool = False,
+) -> tf.data.Dataset | NumpyBatches:
+    """Frey faces batches: continuous data for a Gaussian decoder, by the density protocol.
+
+    Batches hold frames only: float32 arrays `(batch, 560)` (row-major 28 x 20) of dequantised
+    levels `x = (k + u) / 256` in [0, 1] (module docstring). The same pipelines as `mnist()`:
+    a `tf.data.Dataset` where TensorFlow can be imported, else a `NumpyBatches`.
+
+    Args:
+        split: str, `"train"` (1,575 frames), `"validation"` (195) or `"test"` (195).
+            Defaults to `"train"`.
+        dequantize: str or None: `"dynamic"` (new `u` on every pass), `"fixed"` (one draw,
+            `fixed_dequantization(k, seed)`; the protocol's test set, seed 0), or `None`
+            (the bins' centres, `(k + 0.5) / 256`). Defaults to `"dynamic"`.
+        batch_size: int >= 1, frames per batch. Defaults to `100`.
+        seed: int >= 0, seeds the dequantisation and the shuffling. Defaults to `0`.
+        path: str or path-like, the `frey_faces.npz` file. Defaults to `None` (see
+            `find_frey_faces`).
+        shuffle: bool or None, whether to shuffle on each pass. Defaults to `None`: True for
+            `"train"`, False otherwise.
+        drop_remainder: bool, whether to drop a last batch smaller than `batch_size`.
+            Defaults to `False`.
+        as_numpy: bool, return `NumpyBatches` even where TensorFlow is available. Defaults to
+            `False`.
+
+    Returns:
+        A `tf.data.Dataset` or a `NumpyBatches` of float32 `(batch, 560)` batches.
+
+    Raises:
+        ValueError: if an argument is invalid, or the file is malformed.
+        FileNotFoundError: if no file is found (see `find_frey_faces`).
+
+    Example:
+
+    ```python
+    train = tfdlgm.datasets.frey_faces("train", batch_size=100)
+    test = next(iter(tfdlgm.datasets.frey_faces("test", dequantize="fixed", batch_size=195)))
+    model = tfdlgm.models.VAE(latent_dim=10, data_dim=560, likelihood="gaussian")
+    ```
+    """
+    _check_choice("split", split, SPLITS)
+    _check_choice("dequantize", dequantize, DEQUANTIZATIONS)
+    _check_dataset_args(None, batch_size, seed, drop_remainder)
+    if shuffle is not None:
+        _check_bool("shuffle", shuffle, "a bool or None")
+    _check_bool("as_numpy", as_numpy)
+    levels = load_frey_faces_arrays(path)[split].astype(np.float32)
+    if shuffle is None:
+        shuffle = split == "train"
+    if dequantize is None:
+        levels = (levels + np.float32(0.5)) / np.float32(LEVELS)
+    return _make_dataset(
+        levels,
+        binarize=None,
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        drop_remainder=drop_remainder,
+        as_numpy=as_numpy,
+        dequantize=dequantize,
+    )
+
+
 class NumpyBatches(keras.utils.PyDataset):
     """Batches of (binarised) images as NumPy arrays: a `keras.utils.PyDataset`.
 
@@ -282,17 +494,21 @@ class NumpyBatches(keras.utils.PyDataset):
 
     ```none
     order_e = permutation(n; SeedSequence(seed, spawn_key=(e, 0)))   if shuffle
-    v = 1[u < x],  u ~ Uniform(0, 1; SeedSequence(seed, spawn_key=(e, 1, index)))
+    u ~ Uniform(0, 1; SeedSequence(seed, spawn_key=(e, 1, index)))
+    v = 1[u < x]          (binarize)      or      v = (x + u) / 256      (dequantize)
     ```
 
     Args:
-        x: array-like `(n, d)` of grey levels in [0, 1].
+        x: array-like `(n, d)` of grey levels in [0, 1] (or of 8-bit levels 0..255 with
+            `dequantize`).
         batch_size: int >= 1, rows per batch. Defaults to `100`.
         binarize: `"dynamic"`, `"fixed"` or `None`, as in `mnist()`. Defaults to `"dynamic"`.
         seed: int >= 0. Defaults to `0`.
         shuffle: bool, whether to shuffle the rows on each pass. Defaults to `False`.
         drop_remainder: bool, whether to drop a last batch smaller than `batch_size`.
             Defaults to `False`.
+        dequantize: `"dynamic"`, `"fixed"` or `None`, as in `frey_faces()`; needs
+            `binarize=None`. Defaults to `None`.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of `PyDataset`.
 
     Example:
@@ -311,16 +527,17 @@ class NumpyBatches(keras.utils.PyDataset):
         seed: int = 0,
         shuffle: bool = False,
         drop_remainder: bool = False,
+        dequantize: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_dataset_args(binarize, batch_size, seed, drop_remainder)
+        _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize)
         _check_bool("shuffle", shuffle)
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2:
             raise ValueError(f"`x` must be a 2-D array (n, d). Received: x.shape={x.shape}")
-        self._x = fixed_binarization(x, seed) if binarize == "fixed" else x
-        self._dynamic = binarize == "dynamic"
+        self._x = _fixed_draw(x, binarize, dequantize, seed)
+        self._draw = _DRAWS[binarize, dequantize]
         self._batch_size = int(batch_size)
         self._seed = int(seed)
         self._shuffle = shuffle
@@ -357,13 +574,13 @@ class NumpyBatches(keras.utils.PyDataset):
             raise IndexError(f"Batch index {index} is out of range: there are {len(self)} batches.")
         start = index * self._batch_size
         batch = self._x[self._order[start : start + self._batch_size]]
-        if not self._dynamic:
+        if self._draw is None:
             return batch
         sequence = np.random.SeedSequence(self._seed, spawn_key=(self._epoch, _BITS_STREAM, index))
         uniforms = np.random.Generator(np.random.PCG64(sequence)).random(
             batch.shape, dtype=np.float32
         )
-        return (uniforms < batch).astype(np.float32)
+        return self._draw(batch, uniforms).astype(np.float32)
 
     def __iter__(self):
         for index in range(len(self)):
@@ -391,8 +608,9 @@ def _make_dataset(
     shuffle=False,
     drop_remainder=False,
     as_numpy=False,
+    dequantize=None,
 ):
-    """Batches of the rows of `x` (grey levels, `(n, d)`) as `mnist()` makes them."""
+    """Batches of the rows of `x` (`(n, d)`) as `mnist()` and `frey_faces()` make them."""
     tf = None if as_numpy else _import_tensorflow()
     if tf is None:
         return NumpyBatches(
@@ -402,16 +620,16 @@ def _make_dataset(
             seed=seed,
             shuffle=shuffle,
             drop_remainder=drop_remainder,
+            dequantize=dequantize,
         )
-    return _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder)
+    return _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder, dequantize)
 
 
-def _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder):
-    """The `tf.data` pipeline: shuffled row indices -> batches -> gather -> Bernoulli draw."""
-    _check_dataset_args(binarize, batch_size, seed, drop_remainder)
-    x = np.asarray(x, dtype=np.float32)
-    if binarize == "fixed":
-        x = fixed_binarization(x, seed)
+def _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder, dequantize=None):
+    """The `tf.data` pipeline: shuffled row indices -> batches -> gather -> random draw."""
+    _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize)
+    x = _fixed_draw(np.asarray(x, dtype=np.float32), binarize, dequantize, seed)
+    draw = _DRAWS[binarize, dequantize]
     if backend.name != "tensorflow":
         # tf.data only feeds another backend here: keep TensorFlow off the accelerators.
         try:
@@ -425,21 +643,61 @@ def _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder):
     if shuffle:
         rows = rows.shuffle(x.shape[0], seed=shuffle_seed, reshuffle_each_iteration=True)
     rows = rows.batch(batch_size, drop_remainder=drop_remainder)
-    if binarize != "dynamic":
+    if draw is None:
         batches = rows.map(
             lambda index: tf.gather(images, index), num_parallel_calls=tf.data.AUTOTUNE
         )
         return batches.prefetch(tf.data.AUTOTUNE)
 
-    def bernoulli(index, pair_seed):
-        grey = tf.gather(images, index)
-        uniforms = tf.random.stateless_uniform(tf.shape(grey), seed=pair_seed, dtype=tf.float32)
-        return tf.cast(uniforms < grey, tf.float32)
+    def noisy(index, pair_seed):
+        values = tf.gather(images, index)
+        uniforms = tf.random.stateless_uniform(tf.shape(values), seed=pair_seed, dtype=tf.float32)
+        return tf.cast(draw(values, uniforms), tf.float32)
 
     # One stateless seed pair per batch; a new sequence of pairs on every iteration (pass).
     seeds = tf.data.Dataset.random(seed=bits_seed, rerandomize_each_iteration=True).batch(2)
-    batches = tf.data.Dataset.zip((rows, seeds)).map(bernoulli, num_parallel_calls=tf.data.AUTOTUNE)
+    batches = tf.data.Dataset.zip((rows, seeds)).map(noisy, num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _binarize(grey, uniforms):
+    return uniforms < grey
+
+
+def _dequantize(levels, uniforms):
+    return (levels + uniforms) / LEVELS
+
+
+# The per-pass draw of each (binarize, dequantize) setting: None where a batch is served as is.
+_DRAWS = {
+    ("dynamic", None): _binarize,
+    (None, "dynamic"): _dequantize,
+    ("fixed", None): None,
+    (None, "fixed"): None,
+    (None, None): None,
+}
+
+
+def _fixed_draw(x, binarize, dequantize, seed):
+    """`x` as the batches serve it: drawn once where the setting is "fixed"."""
+    if binarize == "fixed":
+        return fixed_binarization(x, seed)
+    if dequantize == "fixed":
+        return fixed_dequantization(x, seed)
+    if dequantize == "dynamic":
+        _check_levels(x)
+    return x
+
+
+def _check_levels(levels):
+    levels = np.asarray(levels)
+    bad = ~((levels >= 0) & (levels <= LEVELS - 1) & (np.floor(levels) == levels))
+    if np.any(bad):
+        raise ValueError(
+            f"Dequantisation needs 8-bit levels, integers in 0..{LEVELS - 1}. Received: "
+            f"{int(bad.sum())} other values, e.g. {levels[bad].flat[0].item()!r}."
+        )
+    return levels.astype(np.float32)
 
 
 def _import_tensorflow():
@@ -462,16 +720,16 @@ def _download():
     return keras.utils.get_file(fname="mnist.npz", origin=_KERAS_ORIGIN, file_hash=_KERAS_SHA256)
 
 
-def _keras_cache_path():
+def _keras_cache_path(filename):
     keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(keras_home, "datasets", "mnist.npz")
+    return os.path.join(keras_home, "datasets", filename)
 
 
-def _existing_file(path, source, fix):
+def _existing_file(title, path, source, fix):
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     if not os.path.isfile(path):
         reason = "is a directory" if os.path.isdir(path) else "does not exist"
-        raise FileNotFoundError(f"The MNIST file {path} (from the {source}) {reason}. {fix}")
+        raise FileNotFoundError(f"The {title} file {path} (from the {source}) {reason}. {fix}")
     return path
 
 
@@ -494,33 +752,58 @@ def _load_splits(path, mtime_ns, size):
     return splits
 
 
+@functools.lru_cache(maxsize=2)
+def _load_frey_splits(path, mtime_ns, size):
+    """The Frey splits of the file at `path` (mtime and size key the cache), read once."""
+    del mtime_ns, size
+    shape = (FREY_NUM_FRAMES, *FREY_IMAGE_SHAPE)
+    frames = _read_npz(
+        path,
+        {"x": shape},
+        "Frey faces",
+        f"Expected an array x {shape} uint8 (the frames in their original order).",
+    )["x"].reshape(FREY_NUM_FRAMES, -1)
+    split_of_frame = frey_split()
+    splits = {}
+    for split in SPLITS:
+        levels = frames[split_of_frame == split]
+        levels.flags.writeable = False
+        splits[split] = levels
+    return splits
+
+
 def _read_mnist_npz(path):
+    return _read_npz(path, _EXPECTED_ARRAYS, "MNIST", _LAYOUT)
+
+
+def _read_npz(path, expected_arrays, title, layout):
+    """The uint8 arrays `expected_arrays` ({name: shape}) of an `.npz` file, checked."""
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a valid .npz file (it is not a zip archive). {_LAYOUT}")
+        raise ValueError(f"{path} is not a valid .npz file (it is not a zip archive). {layout}")
     try:
         archive = np.load(path, allow_pickle=False)
     except _READ_ERRORS as error:
-        raise ValueError(f"{path} is not a valid .npz file ({error}). {_LAYOUT}") from error
+        raise ValueError(f"{path} is not a valid .npz file ({error}). {layout}") from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is not a valid .npz file (it holds no named arrays). {_LAYOUT}")
+        raise ValueError(f"{path} is not a valid .npz file (it holds no named arrays). {layout}")
     arrays = {}
     with archive:
-        for name, shape in _EXPECTED_ARRAYS.items():
+        for name, shape in expected_arrays.items():
             if name not in archive.files:
                 raise ValueError(
-                    f"The MNIST file {path} has no array `{name}`. {_LAYOUT} "
+                    f"The {title} file {path} has no array `{name}`. {layout} "
                     f"Received: arrays {sorted(archive.files)}."
                 )
             try:
                 array = archive[name]
             except _READ_ERRORS as error:
                 raise ValueError(
-                    f"Array `{name}` of the MNIST file {path} cannot be read ({error})."
+                    f"Array `{name}` of the {title} file {path} cannot be read ({error})."
                 ) from error
             if array.shape != shape or array.dtype != np.uint8:
                 raise ValueError(
-                    f"Array `{name}` of the MNIST file {path} must have shape {shape} and dtype "
-                    f"uint8. Received: shape={array.shape}, dtype={array.dtype}."
+                    f"Array `{name}` of the {title} file {path} must have shape {shape} and "
+                    f"dtype uint8. Received: shape={array.shape}, dtype={array.dtype}."
                 )
             arrays[name] = array
     return arrays
@@ -541,8 +824,14 @@ def _check_seed(seed):
         raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
 
 
-def _check_dataset_args(binarize, batch_size, seed, drop_remainder):
+def _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize=None):
     _check_choice("binarize", binarize, BINARIZATIONS)
+    _check_choice("dequantize", dequantize, DEQUANTIZATIONS)
+    if binarize is not None and dequantize is not None:
+        raise ValueError(
+            "Pass `binarize` (binary data) or `dequantize` (8-bit data), not both. "
+            f"Received: binarize={binarize!r}, dequantize={dequantize!r}"
+        )
     if (
         isinstance(batch_size, (bool, np.bool_))
         or not isinstance(batch_size, numbers.Integral)
