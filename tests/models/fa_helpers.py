@@ -5,10 +5,6 @@ import numpy as np
 from tfdlgm.models import FactorAnalysis
 
 
-def _inverse_softplus(y):
-    return np.log(np.expm1(y))
-
-
 def known_factor_analysis(rng, data_dim=5, latent_dim=2, seed=0):
     """FactorAnalysis with random W, mu, Psi, and q(z|x) set to the exact posterior's mean map
     and marginal variances (diagonal q cannot hold the posterior's correlations)."""
@@ -16,20 +12,7 @@ def known_factor_analysis(rng, data_dim=5, latent_dim=2, seed=0):
     w = rng.normal(size=(data_dim, latent_dim)).astype("float32")
     mu = rng.normal(size=data_dim).astype("float32")
     psi = rng.uniform(0.3, 1.0, size=data_dim).astype("float32")
-    obs = model.observation
-    obs.loc.kernel.assign(w.T)
-    obs.loc.bias.assign(mu)
-    obs.raw_scale.assign(_inverse_softplus(np.sqrt(psi) - obs.min_scale))
-    precision = np.eye(latent_dim) + w.T @ (w / psi[:, None])
-    covariance = np.linalg.inv(precision)
-    kernel = (w / psi[:, None]) @ covariance  # x -> E[z | x] is (x - mu) @ kernel
-    post = model.posterior
-    post.loc.kernel.assign(kernel.astype("float32"))
-    post.loc.bias.assign((-mu @ kernel).astype("float32"))
-    post.raw_scale.kernel.assign(np.zeros_like(post.raw_scale.kernel))
-    post.raw_scale.bias.assign(
-        _inverse_softplus(np.sqrt(np.diag(covariance)) - post.min_scale).astype("float32")
-    )
+    model.set_parameters(w, mu, psi)
     return model, {"w": w, "mu": mu, "psi": psi}
 
 

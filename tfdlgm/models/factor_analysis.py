@@ -1,8 +1,10 @@
 """Factor analysis: the linear-Gaussian latent model with an exact likelihood."""
 
 import keras
+import numpy as np
 from keras import ops
 
+from tfdlgm import validation
 from tfdlgm.backend import tfd, tfp_seed
 from tfdlgm.distributions import posterior_layer, standard_normal
 from tfdlgm.models.base import LatentModel
@@ -96,8 +98,116 @@ class FactorAnalysis(LatentModel):
         loc = ops.matmul(ops.matmul(x - self.mean, w_over_psi), covariance)  # [B, K]
         return tfd.MultivariateNormalTriL(loc=loc, scale_tril=ops.cholesky(covariance))
 
+    def fit_em(self, x, max_iterations=500, tolerance=1e-6):
+        """Fits W, mu and Psi by maximum likelihood with EM (Rubin & Thayer 1982; Ghahramani &
+        Hinton 1996), then sets the amortised q(z | x) to the exact posterior's mean and
+        marginal variances (a diagonal recognition model only).
+
+        ```none
+        S = cov(x),  beta = M^-1 W^T Psi^-1,  M = I + W^T Psi^-1 W
+        E:  E[z | x] = beta (x - mu),   E[z z^T | x] = M^-1 + E[z | x] E[z | x]^T
+        M:  W <- S beta^T (M^-1 + beta S beta^T)^-1,   Psi <- diag(S - W beta S)
+        ```
+
+        with mu the sample mean, in float64, starting from the principal components. Each
+        iteration raises the exact log-likelihood; it stops when the mean log-likelihood per
+        example gains less than `tolerance` nats. Psi is floored at the observation layer's
+        `min_scale`^2.
+
+        Args:
+            x: float array `[N, D]`, the training data.
+            max_iterations: int, the most EM iterations. Defaults to `500`.
+            tolerance: float, the gain (nats per example) below which it stops. Defaults
+                to `1e-6`.
+
+        Returns:
+            A list of float: the mean exact log-likelihood per example after each iteration.
+        """
+        x = np.asarray(self._check_x(x), dtype=np.float64)
+        max_iterations = validation.check_positive_int(max_iterations, "max_iterations")
+        num_examples, data_dim = x.shape
+        k = self.latent_dim
+        if num_examples < 2:
+            raise ValueError(f"`x` must hold at least 2 examples. Received: {num_examples}")
+        mu = x.mean(0)
+        centred = x - mu
+        covariance = centred.T @ centred / num_examples  # S, [D, D]
+        floor = (self.observation.min_scale * 1.01) ** 2
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        top = np.argsort(eigenvalues)[::-1][:k]
+        noise = max(float(np.mean(np.delete(eigenvalues, top))), floor)
+        w = eigenvectors[:, top] * np.sqrt(np.maximum(eigenvalues[top] - noise, 1e-6))  # [D, K]
+        psi = np.maximum(np.diag(covariance) - np.sum(w**2, 1), floor)
+        history = []
+        for _ in range(max_iterations):
+            w_over_psi = w / psi[:, None]
+            posterior_covariance = np.linalg.inv(np.eye(k) + w.T @ w_over_psi)  # M^-1
+            beta = posterior_covariance @ w_over_psi.T  # [K, D]
+            s_beta = covariance @ beta.T  # S beta^T, [D, K]
+            w = s_beta @ np.linalg.inv(posterior_covariance + beta @ s_beta)
+            psi = np.maximum(np.diag(covariance) - np.sum(w * s_beta, 1), floor)
+            history.append(_mean_gaussian_log_density(covariance, w, psi))
+            if len(history) > 1 and history[-1] - history[-2] < tolerance:
+                break
+        self.set_parameters(w, mu, psi)
+        return history
+
+    def set_parameters(self, loadings, mean, noise_variance):
+        """Sets the model to W, mu and Psi and, for a diagonal q, sets q(z | x) to the exact
+        posterior's mean map and marginal variances (a diagonal q cannot hold the posterior's
+        correlations).
+
+        Args:
+            loadings: float array `[D, K]`, W.
+            mean: float array `[D]`, mu.
+            noise_variance: float array `[D]`, psi = diag(Psi), each above the observation
+                layer's `min_scale`^2.
+        """
+        w, mu, psi = (np.asarray(v, dtype=np.float64) for v in (loadings, mean, noise_variance))
+        d, k = self.data_dim, self.latent_dim
+        if w.shape != (d, k) or mu.shape != (d,) or psi.shape != (d,):
+            raise ValueError(
+                f"`loadings`, `mean` and `noise_variance` must have shapes {(d, k)}, {(d,)} and "
+                f"{(d,)}. Received: {w.shape}, {mu.shape}, {psi.shape}"
+            )
+        min_scale = self.observation.min_scale
+        if not np.all(psi > min_scale**2):
+            raise ValueError(
+                f"`noise_variance` must exceed min_scale^2 = {min_scale**2:g} everywhere. "
+                f"Received: minimum {psi.min():g}"
+            )
+        self.observation.loc.kernel.assign(w.T.astype("float32"))
+        self.observation.loc.bias.assign(mu.astype("float32"))
+        self.observation.raw_scale.assign(_inverse_softplus(np.sqrt(psi) - min_scale))
+        if self.covariance != "diagonal":
+            return
+        w_over_psi = w / psi[:, None]
+        posterior_covariance = np.linalg.inv(np.eye(self.latent_dim) + w.T @ w_over_psi)
+        beta = posterior_covariance @ w_over_psi.T  # E[z | x] = beta (x - mu)
+        posterior = self.posterior
+        posterior.loc.kernel.assign(beta.T.astype("float32"))
+        posterior.loc.bias.assign((-beta @ mu).astype("float32"))
+        posterior.raw_scale.kernel.assign(np.zeros(posterior.raw_scale.kernel.shape, "float32"))
+        marginal_scale = np.sqrt(np.diag(posterior_covariance)) - posterior.min_scale
+        posterior.raw_scale.bias.assign(_inverse_softplus(marginal_scale))
+
     def get_config(self):
         config = super().get_config()
         for key in ("latent_dims", "likelihood"):
             del config[key]
         return {**config, "latent_dim": self.latent_dim, "covariance": self.covariance}
+
+
+def _mean_gaussian_log_density(covariance, w, psi):
+    """The mean over the data of log N(x; mu, W W^T + Psi), from the data's covariance S:
+    -(D log 2 pi + log det C + tr(C^-1 S)) / 2 with C = W W^T + Psi."""
+    model_covariance = w @ w.T + np.diag(psi)
+    _, log_det = np.linalg.slogdet(model_covariance)
+    trace = np.trace(np.linalg.solve(model_covariance, covariance))
+    return float(-0.5 * (len(psi) * np.log(2 * np.pi) + log_det + trace))
+
+
+def _inverse_softplus(y):
+    """softplus^-1(y) = log(exp(y) - 1), for y > 0, as float32."""
+    y = np.asarray(y, dtype=np.float64)
+    return (y + np.log(-np.expm1(-y))).astype("float32")
