@@ -38,11 +38,12 @@ def test_em_sets_q_to_the_exact_posterior_mean(data):
     np.testing.assert_allclose(np.asarray(q.mean()), np.asarray(exact.mean()), atol=1e-4)
     exact_variance = np.diagonal(np.asarray(exact.covariance()), axis1=-2, axis2=-1)
     np.testing.assert_allclose(np.asarray(q.variance()), exact_variance, rtol=1e-3)
-    # ELBO <= L_k <= log p(x), and L_k is close to it with the exact posterior's mean.
+    # ELBO <= L_k <= log p(x) (to Monte Carlo noise: q is nearly exact, so the gaps are
+    # thousandths), and L_k is close to log p(x) with the exact posterior's mean.
     elbo = np.asarray(model.elbo(x[:200], num_samples=100, seed=0)).mean()
     l_500 = np.asarray(model.log_likelihood(x[:200], num_samples=500, seed=0)).mean()
     exact_ll = model.exact_log_likelihood(x[:200]).mean()
-    assert elbo < l_500 <= exact_ll + 0.01
+    assert elbo < l_500 + 0.005 and l_500 <= exact_ll + 0.005
     assert l_500 > exact_ll - 0.05
 
 
