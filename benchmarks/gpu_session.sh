@@ -8,7 +8,7 @@
 #      kept, and the report says the run is partial); then benchmarks/step_cost.py at batch
 #      100 and 1000 (printed: ours against the minimal Keras VAE, one compiled step at a time);
 #   2. optionally, a zoo preset trained further from its shipped weights for what is left of
-#      SESSION_SECONDS less EVAL_SECONDS (`zoo/train.py PRESET --continue`) and evaluated by the
+#      SESSION_SECONDS less EVAL_SECONDS (`tools/train.py PRESET --continue`) and evaluated by the
 #      protocol (full float32 matmuls, as on the CPU), into $OUT/zoo/PRESET/.
 #
 # From the development machine, in the repository root:
@@ -17,14 +17,14 @@
 # then the device tool's run with carry [".whl", ".data"] and timeout_s 600:
 #   bash benchmarks/gpu_session.sh [PRESET]                  # e.g. iwae-mnist
 # and copy the files back: $OUT/results/* into benchmarks/results/, $OUT/zoo/PRESET/* into
-# zoo/PRESET/ (its card then lists this run's command and device after the earlier ones).
+# zoo/PRESET/, and add the run's row (epochs, wall time, device) to zoo/TRAINING.md.
 # Without .data the benchmark times L_5000 on random binary images (the time does not depend
 # on the pixels); training needs MNIST.
 #
 # BENCH_SECONDS=0 skips the benchmark and STEP_COST=0 the step comparison, leaving the command's
 # time to training (the benchmark took 262 s on the H200 on 2026-12-04). A machine stays warm
 # 30 s after a call, with /tmp/gpu-session's checkpoints: a second call at once can continue
-# them (`zoo/train.py PRESET --continue --resume --workdir /tmp/gpu-session ...`).
+# them (`tools/train.py PRESET --continue --resume --workdir /tmp/gpu-session ...`).
 #
 # Dry run on any machine (Python with JAX, no TensorFlow, as the GPU image), before spending
 # device time: OUT=/tmp/out REQUIRE_GPU=0 SESSION_SECONDS=300 BENCH_SECONDS=60 EVAL_SECONDS=100 \
@@ -71,14 +71,13 @@ if [ -n "$preset" ]; then
     exit 1
   fi
   # --max-minutes counts the preset's earlier training too.
-  budget=$(python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['recipe']; \
+  budget=$(python3 -c "import json, sys; r = json.load(open(sys.argv[1]))['training']; \
 print(round(r['wall_time_minutes'] + max(0, float(sys.argv[2])) / 60, 2))" \
-    "zoo/$preset/config.json" "$((session_seconds - (SECONDS - started) - eval_seconds))")
-  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+    "zoo/$preset/metadata.json" "$((session_seconds - (SECONDS - started) - eval_seconds))")
   echo "gpu_session: training $preset to $budget minutes in all"
-  JAX_DEFAULT_MATMUL_PRECISION=highest python3 zoo/train.py "$preset" --continue \
-    --epochs 3280 --max-minutes "$budget" --ll-examples "$ll_examples" \
-    --workdir /tmp/gpu-session --out "$out/zoo/$preset" --device "${gpu:-no GPU} (JAX)"
+  JAX_DEFAULT_MATMUL_PRECISION=highest python3 tools/train.py "$preset" --continue \
+    --max-minutes "$budget" --ll-examples "$ll_examples" \
+    --workdir /tmp/gpu-session --out "$out/zoo/$preset"
   tar -C /tmp/gpu-session -czf "$out/logs.tar.gz" logs   # TensorBoard; checkpoints stay there
 fi
 echo "gpu_session: done in $((SECONDS - started)) s"

@@ -960,13 +960,13 @@ def _zoo_table(remeasure):
 
     rows = []
     for name in zoo.list():
-        preset = zoo.config(name)
-        figures = preset.get("figures", {})
+        preset = zoo.metadata(name)
+        figures = preset["figures"]
         published, source = PUBLISHED.get(name, (None, None))
         row = {
             "preset": name,
-            "class": preset["model"]["class_name"].split(">")[-1],
-            "epochs": preset.get("recipe", {}).get("epochs"),
+            "class": zoo.config(name)["registered_name"].split(">")[-1],
+            "epochs": preset["training"]["epochs"],
             "recorded": {
                 key: figures.get(key)
                 for key in ("elbo", "L_1", "L_5", "L_50", "log_likelihood", "kl", "active_units")

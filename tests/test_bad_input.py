@@ -149,7 +149,7 @@ CASES = [
     ("zoo empty name", lambda c: zoo.load(""), V, "Unknown preset ''"),
     ("zoo None", lambda c: zoo.load(None), V, "`name_or_path` must be a preset name or a folder path. Received: type NoneType"),
     ("zoo int", lambda c: zoo.load(3), V, "Received: type int"),
-    ("zoo folder without config", lambda c: zoo.load(c.folder / "empty"), V, "is not a preset folder: it has no config.json"),
+    ("zoo folder without metadata", lambda c: zoo.load(c.folder / "empty"), V, "is not a preset folder: it has no metadata.json"),
     ("zoo card unknown", lambda c: zoo.card("nope"), V, "Unknown preset 'nope'"),
     # -- training.train ---------------------------------------------------------------------------
     ("train epochs 0", lambda c: training.train(_compiled(), GOOD, epochs=0), V, r"`epochs` must be a positive int \(>= 1\). Received: epochs=0"),

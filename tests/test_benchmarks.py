@@ -43,7 +43,7 @@ def test_the_gpu_session_script_parses_and_names_files_that_exist():
     script = pathlib.Path(__file__).parents[1] / "benchmarks" / "gpu_session.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    for path in ("benchmarks/run.py", "zoo/train.py", "../shared/tools/device-wheels.sh"):
+    for path in ("benchmarks/run.py", "tools/train.py", "../shared/tools/device-wheels.sh"):
         assert path in text and (script.parents[1] / path).exists(), path
 
 

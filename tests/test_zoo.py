@@ -1,27 +1,36 @@
-"""The zoo: shipped presets load, match their checksums and reproduce their card's figures."""
+"""The zoo: shipped presets load, match their checksums and reproduce their recorded figures;
+preset folders are untrusted input; `save_preset` replaces a folder atomically; the training
+tool (`tools/train.py`) follows each preset's `recipe.json`."""
 
-import copy
+import builtins
 import functools
 import hashlib
 import importlib.util
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 import types
 
 import keras
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import tfdlgm
-from tfdlgm import zoo
+from tfdlgm import evaluation, zoo
 
 PRESETS = zoo.list()
-ZOO_TRAIN = pathlib.Path(__file__).resolve().parents[1] / "zoo" / "train.py"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TRAIN_TOOL = ROOT / "tools" / "train.py"
+SHIPPED_FILES = ["card.md", "config.json", "metadata.json", "model.weights.h5"]
+MACHINE_NARRATIVE = re.compile(r"/work|/tmp|taskset|session|--max-minutes|\$OUT")
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +40,8 @@ def vae():
 
 @pytest.fixture(scope="module")
 def test_slice(mnist_path):
-    """The first 100 test images, binarised once with seed 0 (what the cards report on)."""
-    return tfdlgm.datasets.mnist(
-        "test", binarize="fixed", seed=0, batch_size=100, path=mnist_path, as_numpy=True
-    )[0]
+    """The first 100 test images, binarised once with seed 0 (the presets' `test_slice`)."""
+    return evaluation.protocol_test_set(mnist_path)[:100]
 
 
 @pytest.fixture
@@ -44,31 +51,68 @@ def preset_copy(tmp_path):
     return folder
 
 
-def test_the_zoo_ships_vae_mnist():
-    assert "vae-mnist" in PRESETS
-    assert PRESETS == sorted(PRESETS)
+def _rewrite(folder, file_name, value):
+    """Writes `value` (JSON, or bytes as they are) to `folder/file_name` and, for a file other
+    than metadata.json, its new size and sha256 into metadata.json, so that the checksums pass
+    and the file's content is what is checked."""
+    path = folder / file_name
+    path.write_bytes(value if isinstance(value, bytes) else json.dumps(value).encode())
+    if file_name != "metadata.json":
+        metadata = json.loads((folder / "metadata.json").read_text())
+        data = path.read_bytes()
+        metadata["files"][file_name] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+        }
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_the_zoo_ships_its_presets():
+    assert PRESETS == ["dlgm-mnist", "iwae-mnist", "lvae-mnist", "vae-mnist"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_every_preset_file_matches_its_sha256_and_the_card_gives_the_recipe(name):
+def test_every_preset_is_a_model_config_weights_a_card_and_metadata_listing_them(name):
     folder = zoo.presets_dir() / name
-    preset = json.loads((folder / "config.json").read_text())
-    assert set(preset["files"]) == {"model.weights.h5", "card.md"}
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "card.md",
-        "config.json",
-        "model.weights.h5",
-    ]
-    for file_name, record in preset["files"].items():
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert sorted(metadata["files"]) == ["card.md", "config.json", "model.weights.h5"]
+    shipped = sorted(p.name for p in folder.iterdir() if p.name != "recipe.json")
+    assert shipped == SHIPPED_FILES
+    for file_name, record in metadata["files"].items():
         data = (folder / file_name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == record["sha256"]
         assert len(data) == record["bytes"]
     assert (folder / "model.weights.h5").stat().st_size < 10_000_000
-    card = zoo.card(name)
-    assert preset["recipe"]["command"] in card
-    assert f"{preset['figures']['log_likelihood']:.2f}" in card
-    for key in ("epochs", "batch_size", "optimizer", "wall_time_minutes", "device"):
-        assert key in preset["recipe"]
+    config = zoo.config(name)  # the serialised model alone
+    assert sorted(config) == ["class_name", "config", "module", "registered_name"]
+    assert (
+        keras.saving.get_registered_object(config["registered_name"]).__name__
+        == (config["class_name"])
+    )
+    training = metadata["training"]
+    assert training["recipe"] == name and training["epochs"] > 0
+    for key in ("batch_size", "optimizer", "learning_rates", "wall_time_minutes"):
+        assert key in training
+    assert metadata["parameters"] > 0 and metadata["data"]["examples"] == 50_000
+    for file_name in ("card.md", "config.json", "metadata.json", "recipe.json"):
+        if not (folder / file_name).is_file():  # an installed wheel ships no recipe
+            continue
+        found = MACHINE_NARRATIVE.findall((folder / file_name).read_text())
+        assert not found, f"{name}/{file_name}: {found}"
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_card_has_front_matter_the_one_command_and_the_figures(name):
+    card, figures = zoo.card(name), zoo.metadata(name)["figures"]
+    front, body = card.split("\n---\n", 1)
+    assert front.startswith("---\nlicense: apache-2.0\n") and "- mnist\n" in front
+    assert f"value: {figures['log_likelihood']:.2f}\n" in front
+    for section in ("Model", "Intended use and limitations", "Training data"):
+        assert f"\n## {section}\n" in body
+    for section in ("Training procedure", "Evaluation", "Citation"):
+        assert f"\n## {section}\n" in body
+    assert f"```bash\nKERAS_BACKEND=jax python tools/train.py {name}\n```" in body
+    assert f"| {figures['log_likelihood']:.2f} |" in body and "@inproceedings{" in body
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -84,13 +128,14 @@ def test_every_preset_loads_compiled_and_samples_binary_images(name):
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_every_preset_reproduces_the_figures_of_its_card_on_the_test_slice(name, test_slice):
+def test_every_preset_reproduces_its_recorded_figures_on_the_test_slice(name, test_slice):
     model = zoo.load(name, compile=False)
-    expected = zoo.config(name)["figures"]["test_slice"]
+    figures = zoo.metadata(name)["figures"]
+    expected = figures["test_slice"]
     # Per layer, the analytic KL and the mean |posterior mean|, from 4 random streams. Where
     # they are a function of x alone (one-layer models, a ladder's top layer) they must match
-    # the card to float precision; below a sampled layer (hierarchical models: q and p of
-    # layer i depend on z_{i+1}) the card holds one draw, so the draws' mean is within 5%.
+    # the record to float precision; below a sampled layer (hierarchical models: q and p of
+    # layer i depend on z_{i+1}) the record holds one draw, so the draws' mean is within 5%.
     draws = np.array([_slice_layer_figures(model, test_slice, seed) for seed in range(4)])
     recorded = np.array([expected["kl"], expected["posterior_mean_abs"]])  # [2, layers]
     fixed = np.all(np.isclose(draws, draws[0], rtol=1e-6, atol=0), axis=0)
@@ -100,7 +145,6 @@ def test_every_preset_reproduces_the_figures_of_its_card_on_the_test_slice(name,
     # Monte Carlo (10,000 draws; the backends' random streams differ): within 0.3 nats.
     elbo = model.elbo(test_slice, num_samples=100, seed=0).mean()
     np.testing.assert_allclose(elbo, expected["elbo_100_samples_seed_0"], atol=0.3)
-    figures = zoo.config(name)["figures"]
     assert figures["elbo"] < figures["L_5"] < figures["L_50"] < figures["log_likelihood"] < 0
 
 
@@ -120,11 +164,39 @@ def test_unknown_name_lists_the_presets_and_the_nearest():
         zoo.card("no-such-model")
 
 
-@pytest.mark.parametrize("file_name", ["model.weights.h5", "card.md"])
+def test_a_bare_name_is_a_shipped_preset_and_a_path_is_a_folder(
+    vae, preset_copy, tmp_path, monkeypatch
+):
+    """A folder `./vae-mnist` in the working directory never replaces the shipped preset."""
+    crafted = tmp_path / "cwd" / "vae-mnist"
+    shutil.copytree(preset_copy, crafted)
+    metadata = json.loads((crafted / "metadata.json").read_text())
+    metadata["figures"]["log_likelihood"] = -1.0
+    (crafted / "metadata.json").write_text(json.dumps(metadata))
+    monkeypatch.chdir(tmp_path / "cwd")
+    shipped = zoo.metadata("vae-mnist")["figures"]["log_likelihood"]
+    assert shipped == zoo.metadata(zoo.presets_dir() / "vae-mnist")["figures"]["log_likelihood"]
+    assert shipped != -1.0
+    for path in ("./vae-mnist", crafted, str(crafted), pathlib.Path("vae-mnist")):
+        assert zoo.metadata(path)["figures"]["log_likelihood"] == -1.0
+    model = zoo.load("./vae-mnist", compile=False)
+    for a, b in zip(model.get_weights(), vae.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    shutil.copytree(preset_copy, tmp_path / "cwd" / "my-vae")
+    with pytest.raises(ValueError, match="Unknown preset 'my-vae'"):
+        zoo.load("my-vae")  # a name, although ./my-vae is a preset folder
+
+
+def test_compile_must_be_a_bool():
+    with pytest.raises(ValueError, match="`compile` must be a bool. Received: compile='no'"):
+        zoo.load("vae-mnist", compile="no")
+
+
+@pytest.mark.parametrize("file_name", ["model.weights.h5", "card.md", "config.json"])
 def test_a_flipped_byte_is_caught_before_loading(preset_copy, file_name):
     path = preset_copy / file_name
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=rf"{file_name} is corrupted: its sha256 is"):
         zoo.load(preset_copy)
@@ -141,16 +213,15 @@ def test_a_truncated_weights_file_is_named(preset_copy):
     "change", [{"latent_dim": 40}, {"hidden": [200]}], ids=["latent_dim", "hidden"]
 )
 def test_a_config_that_does_not_match_the_weights_is_named(preset_copy, change):
-    path = preset_copy / "config.json"
-    preset = json.loads(path.read_text())
-    preset["model"]["config"].update(change)
-    path.write_text(json.dumps(preset))
+    config = json.loads((preset_copy / "config.json").read_text())
+    config["config"].update(change)
+    _rewrite(preset_copy, "config.json", config)
     with pytest.raises(ValueError, match=r"config .*config.json does not match the weights") as e:
         zoo.load(preset_copy)
     message = str(e.value)
     # The preset config, as the model it describes, and what the weights file holds.
     described = ", ".join(
-        f"{key}={value!r}" for key, value in preset["model"]["config"].items() if key in change
+        f"{key}={value!r}" for key, value in config["config"].items() if key in change
     )
     assert "the config describes VAE(" in message and described in message, message
     weights = preset_copy / "model.weights.h5"
@@ -161,10 +232,9 @@ def test_a_config_that_does_not_match_the_weights_is_named(preset_copy, change):
 
 
 def test_an_unregistered_class_is_named(preset_copy):
-    path = preset_copy / "config.json"
-    preset = json.loads(path.read_text())
-    preset["model"]["class_name"] = "tfdlgm>NoSuchModel"
-    path.write_text(json.dumps(preset))
+    config = json.loads((preset_copy / "config.json").read_text())
+    config["registered_name"] = "tfdlgm>NoSuchModel"
+    _rewrite(preset_copy, "config.json", config)
     with pytest.raises(ValueError, match=r"'tfdlgm>NoSuchModel' is not a registered"):
         zoo.load(preset_copy)
 
@@ -175,8 +245,134 @@ def test_a_folder_path_loads_the_same_model(vae, preset_copy):
         assert getattr(model, "optimizer", None) is None
         for a, b in zip(model.get_weights(), vae.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="is not a preset folder: it has no config.json"):
+    with pytest.raises(ValueError, match="is not a preset folder: it has no metadata.json"):
         zoo.load(preset_copy / "missing")
+
+
+@pytest.mark.parametrize(
+    "entry", ["../vae-mnist/card.md", "/etc/passwd", "sub/card.md", "..", "", "a\\b"]
+)
+def test_metadata_files_must_be_plain_names_inside_the_folder(preset_copy, entry):
+    metadata = json.loads((preset_copy / "metadata.json").read_text())
+    metadata["files"][entry] = metadata["files"]["card.md"]
+    _rewrite(preset_copy, "metadata.json", metadata)
+    with pytest.raises(ValueError, match=r"metadata.json: `files` must name files inside"):
+        zoo.load(preset_copy)
+
+
+def test_a_listed_file_may_not_be_a_link_out_of_the_folder(preset_copy, tmp_path):
+    outside = tmp_path / "outside.md"
+    shutil.copy(preset_copy / "card.md", outside)
+    (preset_copy / "card.md").unlink()
+    (preset_copy / "card.md").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"`files` entry 'card.md' is a symbolic link out"):
+        zoo.load(preset_copy)
+
+
+_MALFORMED = {
+    "metadata not an object": ("metadata.json", [], r"metadata.json is not a preset's metadata"),
+    "files missing": ("metadata.json", {"training": {}, "figures": {}}, r"`files` must be"),
+    "files a list": ("metadata.json", {"files": [], "training": {}, "figures": {}}, r"`files`"),
+    "bytes a str": ("metadata.json", "bytes", r"`files\['card.md'\]` must be"),
+    "sha256 short": ("metadata.json", "sha256", r"`files\['card.md'\]` must be"),
+    "no optimizer": ("metadata.json", "optimizer", r"`training.optimizer` is missing"),
+    "bogus optimizer": ("metadata.json", "bogus", r"`training.optimizer` is not a Keras"),
+    "deep nesting": ("metadata.json", b"[" * 100_000 + b"]" * 100_000, r"not a readable JSON"),
+    "oversized": ("metadata.json", b" " * (2 << 20), r"bytes; a preset's JSON files are at most"),
+    "not json": ("metadata.json", b"{'files'", r"metadata.json is not a readable JSON file"),
+    "config a list": ("config.json", [], r"config.json is not a serialised model"),
+    "no registered name": ("config.json", {"config": {}}, r"`registered_name` must be a str"),
+    "config a str": ("config.json", {"registered_name": "tfdlgm>VAE", "config": "x"}, "`config`"),
+    "bad setting": ("config.json", {"latent_dim": "fifty"}, r"`config` does not build a VAE"),
+    "unknown setting": ("config.json", {"no_such": 1}, r"`config` does not build a VAE"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MALFORMED))
+def test_every_malformed_field_is_a_value_error_naming_the_file_and_field(preset_copy, case):
+    file_name, value, message = _MALFORMED[case]
+    metadata = json.loads((preset_copy / "metadata.json").read_text())
+    config = json.loads((preset_copy / "config.json").read_text())
+    if value == "bytes":
+        metadata["files"]["card.md"]["bytes"] = "12"
+    elif value == "sha256":
+        metadata["files"]["card.md"]["sha256"] = "abc"
+    elif value == "optimizer":
+        del metadata["training"]["optimizer"]
+    elif value == "bogus":
+        metadata["training"]["optimizer"] = {"class_name": "NoSuchOptimizer", "config": []}
+    elif file_name == "config.json" and isinstance(value, dict) and "config" not in value:
+        value = {**config, "config": {**config["config"], **value}}
+    if isinstance(value, str):
+        value = metadata
+    _rewrite(preset_copy, file_name, value)
+    with pytest.raises(ValueError, match=message):
+        zoo.load(preset_copy)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-1000, 1000)  # sizes: no model too large to build
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_KEYS = ["files", "training", "figures", "config", "registered_name", "optimizer", "bytes"]
+_KEYS += ["sha256", "card.md", "config.json", "model.weights.h5", "latent_dim", "hidden"]
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    file_name=st.sampled_from(["metadata.json", "config.json"]),
+    path=st.lists(st.sampled_from(_KEYS), min_size=1, max_size=3),
+    value=_JSON,
+)
+def test_fuzzed_preset_json_loads_or_raises_value_error_and_reads_nothing_outside(
+    tmp_path_factory, monkeypatch, file_name, path, value
+):
+    """Any value at a key path of a copied preset's JSON files: `load` either succeeds or
+    raises `ValueError`, and reads no file outside the folder."""
+    folder = tmp_path_factory.mktemp("fuzz") / "vae-copy"
+    shutil.copytree(zoo.presets_dir() / "vae-mnist", folder)
+    document = node = json.loads((folder / file_name).read_text())
+    for key in path[:-1]:
+        child = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            break
+        node = child
+    if isinstance(node, dict):
+        node[path[-1]] = value
+    else:
+        document = value
+    _rewrite(folder, file_name, document)
+    read = []
+    real_open, real_sha256 = builtins.open, zoo.sha256
+
+    def recording_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and "r" in mode and "+" not in mode:
+            read.append(pathlib.Path(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def recording_sha256(file):
+        read.append(pathlib.Path(file))
+        return real_sha256(file)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(builtins, "open", recording_open)
+        patched.setattr(zoo, "sha256", recording_sha256)
+        try:
+            zoo.load(folder, compile=False)
+        except ValueError:
+            pass
+    root = folder.resolve()
+    preset_files = [p for p in read if p.suffix in (".json", ".md", ".h5")]
+    assert all(root in p.resolve().parents for p in preset_files), preset_files
 
 
 def test_fit_fine_tunes_a_loaded_preset():
@@ -188,38 +384,55 @@ def test_fit_fine_tunes_a_loaded_preset():
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
+def test_a_preset_loads_with_another_objective_for_fine_tuning():
+    model = zoo.load("iwae-mnist", objective={"name": "iwae", "num_samples": 10})
+    assert model.objective.get_config() == {"name": "iwae", "num_samples": 10}
+    assert model.optimizer is not None
+    shipped = zoo.load("iwae-mnist", compile=False)
+    assert shipped.objective.get_config() == {"name": "iwae", "num_samples": 50}
+    for a, b in zip(model.get_weights(), shipped.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="`objective` must be one of"):
+        zoo.load("iwae-mnist", objective="iwea")
+
+
+def _tiny(seed=0, hidden=(8,), data_dim=6):
+    return tfdlgm.models.VAE(latent_dim=2, hidden=hidden, data_dim=data_dim, seed=seed)
+
+
 def test_save_preset_round_trips_and_checks_its_output(tmp_path):
-    model = tfdlgm.models.VAE(latent_dim=2, hidden=(8,), data_dim=6, seed=0)
-    recipe = {"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.01}}}
+    model = _tiny()
+    training = {"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.01}}}
     folder = zoo.save_preset(
-        model, tmp_path / "tiny", recipe, figures={"elbo": -1.0}, card_text="# tiny\n"
+        model, tmp_path / "tiny", training, figures={"elbo": -1.0}, card_text="# tiny\n"
     )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no staging left
+    assert sorted(p.name for p in folder.iterdir()) == SHIPPED_FILES
     loaded = zoo.load(folder)
     assert isinstance(loaded, tfdlgm.models.VAE) and loaded.latent_dim == 2
     np.testing.assert_allclose(loaded.optimizer.learning_rate, 0.01)
     x = np.eye(6, dtype="float32")
     np.testing.assert_allclose(loaded.elbo(x, seed=3), model.elbo(x, seed=3), rtol=1e-6)
-    assert zoo.card(folder) == "# tiny\n" and zoo.config(folder)["name"] == "tiny"
-    named = zoo.save_preset(
-        model, tmp_path / "run-3", recipe, figures={}, card_text="", name="tiny"
-    )
-    assert zoo.config(named)["name"] == "tiny"
+    assert zoo.card(folder) == "# tiny\n" and zoo.metadata(folder)["name"] == "tiny"
+    assert zoo.config(folder)["registered_name"] == "tfdlgm>VAE"
+    named = zoo.save_preset(model, tmp_path / "run-3", training, {}, card_text="", name="tiny")
+    assert zoo.metadata(named)["name"] == "tiny"
     with pytest.raises(ValueError, match="`name` must be a non-empty str"):
-        zoo.save_preset(model, tmp_path / "x", recipe, figures={}, card_text="", name="")
-    with pytest.raises(ValueError, match="must name the `optimizer`"):
-        zoo.save_preset(model, tmp_path / "x", recipe={}, figures={}, card_text="")
+        zoo.save_preset(model, tmp_path / "x", training, figures={}, card_text="", name="")
+    with pytest.raises(ValueError, match="must be a dict naming the `optimizer`"):
+        zoo.save_preset(model, tmp_path / "x", training={}, figures={}, card_text="")
 
 
 def test_save_preset_keeps_a_weights_file_holding_the_same_arrays(tmp_path):
     """Re-evaluating a preset rewrites its figures, not its weights (no churn in git)."""
-    model = tfdlgm.models.VAE(latent_dim=2, hidden=(8,), data_dim=6, seed=0)
     save = functools.partial(
         zoo.save_preset,
         folder=tmp_path / "tiny",
-        recipe={"optimizer": "adam"},
+        training={"optimizer": "adam"},
         figures={"elbo": -1.0},
         card_text="# tiny\n",
     )
+    model = _tiny()
     weights = save(model) / zoo.WEIGHTS_FILE
     first = weights.read_bytes()
     evaluated = tfdlgm.zoo.load(tmp_path / "tiny")
@@ -228,12 +441,78 @@ def test_save_preset_keeps_a_weights_file_holding_the_same_arrays(tmp_path):
     assert (tmp_path / "moved.weights.h5").read_bytes() != first
     save(evaluated, figures={"elbo": -2.0})
     assert weights.read_bytes() == first
-    assert zoo.config(tmp_path / "tiny")["figures"]["elbo"] == -2.0
+    assert zoo.metadata(tmp_path / "tiny")["figures"]["elbo"] == -2.0
     model.trainable_weights[0].assign(model.trainable_weights[0] + 1.0)
     save(model)
     assert weights.read_bytes() != first
     for loaded, saved in zip(zoo.load(tmp_path / "tiny").weights, model.weights, strict=True):
         np.testing.assert_array_equal(loaded, saved)
+
+
+def _assert_holds(folder, model):
+    loaded = zoo.load(folder, compile=False)
+    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_save_that_fails_before_its_metadata_leaves_the_old_preset(tmp_path, monkeypatch):
+    old, new = _tiny(seed=0), _tiny(seed=1)
+    folder = zoo.save_preset(old, tmp_path / "tiny", {"optimizer": "adam"}, {}, "# old\n")
+    real_write_json = zoo._write_json
+
+    def failing(path, value):
+        if path.name == zoo.METADATA_FILE:  # the weights, card and config are written by now
+            assert (path.parent / zoo.WEIGHTS_FILE).is_file()
+            raise OSError(28, "No space left on device")
+        real_write_json(path, value)
+
+    monkeypatch.setattr(zoo, "_write_json", failing)
+    with pytest.raises(OSError, match="No space left"):
+        zoo.save_preset(new, folder, {"optimizer": "adam"}, {}, "# new\n")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    _assert_holds(folder, old)
+    assert zoo.card(folder) == "# old\n"
+    # what a killed save leaves (its staging folder; a backup whose new folder never arrived)
+    (tmp_path / ".tmp-tiny-killed").mkdir()
+    (tmp_path / ".tmp-tiny-killed" / "model.weights.h5").write_bytes(b"partial")
+    zoo.save_preset(new, folder, {"optimizer": "adam"}, {}, "# new\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    _assert_holds(folder, new)
+    folder.rename(tmp_path / ".old-tiny-killed")
+    zoo.save_preset(old, folder, {"optimizer": "adam"}, {}, "# old\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    _assert_holds(folder, old)
+
+
+def test_a_save_over_the_file_size_limit_leaves_the_old_preset(tmp_path):
+    """In a process whose files may not grow past 64 KiB (RLIMIT_FSIZE), a save of larger
+    weights fails with OSError and the old preset still loads with the old weights."""
+    folder = tmp_path / "wide"
+    old = _tiny(seed=0, hidden=(64,), data_dim=40)
+    zoo.save_preset(old, folder, {"optimizer": "adam"}, {}, "# old\n")
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        import tfdlgm
+        from tfdlgm import zoo
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: OSError
+        model = tfdlgm.models.VAE(latent_dim=2, hidden=(256, 256), data_dim=40, seed=0)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+        try:
+            zoo.save_preset(model, {str(folder)!r}, {{"optimizer": "adam"}}, {{}}, "# new")
+        except (OSError, ValueError) as error:
+            print("failed:", type(error).__name__, error)
+            sys.exit(3)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "failed:" in result.stdout
+    _assert_holds(folder, old)
+    assert zoo.card(folder) == "# old\n"
 
 
 def test_loads_under_jax_without_the_mnist_file(tmp_path):
@@ -253,16 +532,80 @@ def test_loads_under_jax_without_the_mnist_file(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "jax (3, 784)"
 
 
-def _zoo_train():
-    """`zoo/train.py`, the script that trains the presets, imported as a module."""
-    spec = importlib.util.spec_from_file_location("zoo_train", ZOO_TRAIN)
+# -- tools/train.py: the training tool, not shipped -----------------------------------------
+
+
+def _train_tool():
+    """`tools/train.py`, the script that trains the presets, imported as a module."""
+    spec = importlib.util.spec_from_file_location("train_tool", TRAIN_TOOL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_recipe_is_the_schedule_its_preset_followed(name):
+    train = _train_tool()
+    recipe, metadata = train.read_recipe(name), zoo.metadata(name)
+    record = metadata["training"]
+    assert recipe["name"] == name and recipe["epochs"] == record["epochs"]
+    assert recipe["learning_rates"] == record["learning_rates"]
+    assert recipe["batch_size"] == record["batch_size"]
+    assert recipe.get("fine_tune", {}).get("from_epoch") == record.get("fine_tune_from_epoch")
+    config = zoo.config(name)
+    assert recipe["model"]["class_name"] == config["registered_name"]
+    for key, value in recipe["model"]["config"].items():
+        assert config["config"][key] == value, key
+    if "fine_tune" in recipe:  # saved while fine-tuning: on the fine-tuning objective
+        assert config["config"]["objective"] == recipe["fine_tune"]["objective"]
+    # the record's optimizer is the recipe's at the last epoch's rate
+    assert (
+        record["optimizer"]["config"]
+        == train.with_learning_rate(
+            recipe["optimizer"], train.learning_rate_at(recipe, record["epochs"] - 1)
+        )["config"]
+    )
+
+
+def test_the_schedule_and_the_stages_are_functions_of_the_epoch():
+    train = _train_tool()
+    recipe = train.read_recipe("vae-mnist")  # rates from 0, 1833, 3280; fine-tuning from 4000
+    assert [train.learning_rate_at(recipe, e) for e in (0, 1832, 1833, 3280, 4326)] == [
+        1e-3,
+        1e-3,
+        1e-4,
+        3e-5,
+        1e-4,
+    ]
+    assert train.stages(recipe, 0, 4327) == [
+        {"start": 0, "end": 4000, "fine_tune": False},
+        {"start": 4000, "end": 4327, "fine_tune": True},
+    ]
+    assert train.stages(recipe, 3900, 3950) == [{"start": 3900, "end": 3950, "fine_tune": False}]
+    assert train.stages(recipe, 4100, 4200) == [{"start": 4100, "end": 4200, "fine_tune": True}]
+    assert train.stages(recipe, 4327, 4327) == []
+    assert train.stages(train.read_recipe("iwae-mnist"), 0, 10) == [
+        {"start": 0, "end": 10, "fine_tune": False}
+    ]
+
+
+def test_a_fine_tuning_stage_keeps_the_weights_and_takes_the_objective_and_rate():
+    train = _train_tool()
+    recipe = {
+        **train.read_recipe("vae-mnist"),
+        "model": {"class_name": "tfdlgm>VAE", "config": {"latent_dim": 2, "hidden": [8]}},
+    }
+    stage = {"start": 4000, "end": 4001, "fine_tune": False}
+    model = train.stage_model(recipe, stage, None, None)  # from scratch
+    tuned = train.stage_model(recipe, {**stage, "fine_tune": True}, model, None)
+    assert tuned.objective.get_config() == {"name": "iwae", "num_samples": 10}
+    np.testing.assert_allclose(tuned.optimizer.learning_rate, 1e-4)
+    for a, b in zip(model.get_weights(), tuned.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_wall_clock_counts_the_time_between_epochs_and_stops_within_its_budget():
-    clock = _zoo_train().WallClock(start_seconds=100.0, max_seconds=100.85)
+    clock = _train_tool().WallClock(start_seconds=100.0, max_seconds=100.85)
     clock.set_model(types.SimpleNamespace(stop_training=False))
     clock.on_train_begin()
     logs = []
@@ -281,275 +624,75 @@ def test_the_wall_clock_counts_the_time_between_epochs_and_stops_within_its_budg
     assert len(clock.epoch_seconds) == 3  # a fourth would end at about 101.0 s
 
 
-def test_a_preset_loads_with_another_objective_for_fine_tuning():
-    model = zoo.load("iwae-mnist", objective={"name": "iwae", "num_samples": 10})
-    assert model.objective.get_config() == {"name": "iwae", "num_samples": 10}
-    assert model.optimizer is not None
-    shipped = zoo.load("iwae-mnist", compile=False)
-    assert shipped.objective.get_config() == {"name": "iwae", "num_samples": 50}
-    for a, b in zip(model.get_weights(), shipped.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="`objective` must be one of"):
-        zoo.load("iwae-mnist", objective="iwea")
-
-
-def test_the_fine_tuning_recipe_takes_the_stage_learning_rate():
-    train = _zoo_train()
-    recipe = train.RECIPES["lvae-mnist"]
-    before = copy.deepcopy(recipe)
-    tuned = train.fine_tune_recipe(recipe, zoo.config("lvae-mnist"))
-    assert recipe == before  # the recipe itself is left alone
-    assert tuned["optimizer"]["config"] == {
-        **recipe["optimizer"]["config"],
-        "learning_rate": recipe["fine_tune"]["learning_rate"],
-    }
-    assert tuned["preset"]["epochs"] == zoo.config("lvae-mnist")["recipe"]["epochs"]
-    begun = tuned["fine_tune_from_epoch"]
-    assert 0 < begun <= tuned["preset"]["epochs"]
-    assert f"from epoch {begun}" in tuned["objective_text"]
-    # a preset not fine-tuned before begins its fine-tuning at its own last epoch
-    fresh = {"recipe": {**zoo.config("lvae-mnist")["recipe"], "epochs": 7}}
-    del fresh["recipe"]["fine_tune_from_epoch"]
-    assert train.fine_tune_recipe(recipe, fresh)["fine_tune_from_epoch"] == 7
-    with pytest.raises(SystemExit):  # a recipe without a fine_tune stage: a usage error
-        train.main(["iwae-mnist", "--fine-tune", "--epochs", "1"])
+def _stand_in_evaluation(monkeypatch, figures):
+    """The long evaluation replaced by `figures`, as the preset's metadata has them."""
+    monkeypatch.setattr(tfdlgm.evaluation, "evaluate_preset", lambda model, **_: dict(figures))
 
 
 def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_path, monkeypatch):
-    train = _zoo_train()
-    name = "vae-mnist"
-    shutil.copytree(ZOO_TRAIN.parent / name, tmp_path / name)
-    before = zoo.config(tmp_path / name)
-    figures = {**before["figures"], "log_likelihood": -80.0, "log_likelihood_examples": 10_000}
-    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
-    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(figures))
-    assert train.main([name, "--re-evaluate"]) == 0
-    after = zoo.config(tmp_path / name)
+    train = _train_tool()
+    before = zoo.metadata("vae-mnist")
+    figures = {**before["figures"], "log_likelihood": -80.0}
+    _stand_in_evaluation(monkeypatch, figures)
+    out = tmp_path / "vae-mnist"  # a copy, written over as the shipped preset would be
+    shutil.copytree(zoo.presets_dir() / "vae-mnist", out)
+    assert train.main(["vae-mnist", "--re-evaluate", "--out", str(out)]) == 0
+    after = zoo.metadata(out)
     assert after["figures"]["log_likelihood"] == -80.0
-    # the training record is kept; its commands gain the re-evaluation's
-    *earlier, last = after["recipe"].pop("command").splitlines()
-    assert earlier == before["recipe"].pop("command").splitlines()
-    assert last.endswith(f"python zoo/train.py {name} --re-evaluate")
-    assert after["recipe"] == before["recipe"]
+    assert after["training"] == before["training"]
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
-    card = zoo.card(tmp_path / name)
-    assert "| -80.00 |" in card and "L_5000 (all 10,000 test images)" in card
-    assert f"{last}\n```" in card
+    assert "| -80.00 |" in zoo.card(out) and "value: -80.00\n" in zoo.card(out)
     with pytest.raises(SystemExit):  # re-evaluating trains nothing
-        train.main([name, "--re-evaluate", "--epochs", "5"])
+        train.main(["vae-mnist", "--re-evaluate", "--epochs", "5"])
 
 
-def test_a_run_from_a_preset_continues_its_stage_unless_told_to_fine_tune():
-    train = _zoo_train()
-    iwae = train.preset_recipe(train.RECIPES["iwae-mnist"], zoo.config("iwae-mnist"))
-    assert iwae["optimizer"] == train.RECIPES["iwae-mnist"]["optimizer"]
-    assert "fine_tune_from_epoch" not in iwae and iwae["preset"]["epochs"] > 0
-    lvae = zoo.config("lvae-mnist")  # fine-tuned already: continuing is more fine-tuning
-    recipe = train.RECIPES["lvae-mnist"]
-    assert train.preset_recipe(recipe, lvae) == train.fine_tune_recipe(recipe, lvae)
-
-
-def _run_from_preset(train, name, tmp_path, monkeypatch, *flags):
-    """`zoo/train.py NAME FLAGS` on a copy of the preset, with the epochs it has already (so
-    nothing trains) and a stand-in for the long evaluation: (config before, config after)."""
-    shutil.copytree(ZOO_TRAIN.parent / name, tmp_path / name)
-    before = zoo.config(tmp_path / name)
-    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
-    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(before["figures"]))
-    epochs = str(before["recipe"]["epochs"])
-    assert train.main([name, *flags, "--epochs", epochs, "--workdir", str(tmp_path)]) == 0
-    return before, zoo.config(tmp_path / name)
-
-
-def test_continue_starts_from_the_preset_and_records_every_command(tmp_path, monkeypatch):
-    train = _zoo_train()
-    before, after = _run_from_preset(
-        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--device", "another machine"
-    )
-    assert after["recipe"]["device"] == f"{before['recipe']['device']}, then another machine"
-    assert after["recipe"]["epochs"] == before["recipe"]["epochs"]
-    *earlier, last = after["recipe"]["command"].splitlines()
-    assert earlier == before["recipe"]["command"].splitlines()
-    assert "zoo/train.py vae-mnist --continue" in last
+def test_a_run_from_a_preset_at_its_own_epoch_trains_nothing_and_keeps_it(tmp_path, monkeypatch):
+    train = _train_tool()
+    before = zoo.metadata("lvae-mnist")
+    _stand_in_evaluation(monkeypatch, before["figures"])
+    out = tmp_path / "run"  # a copy, written over as the shipped preset would be
+    shutil.copytree(zoo.presets_dir() / "lvae-mnist", out)
+    epochs = str(before["training"]["epochs"])
+    flags = ["--epochs", epochs, "--workdir", str(tmp_path), "--out", str(out)]
+    assert train.main(["lvae-mnist", "--continue", *flags]) == 0
+    after = zoo.metadata(out)
+    assert after["name"] == "lvae-mnist"
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
-
-
-def test_from_starts_a_run_from_another_folder_of_the_same_recipe(tmp_path, monkeypatch):
-    train = _zoo_train()
-    start = tmp_path / "a-run-from-scratch"
-    shutil.copytree(ZOO_TRAIN.parent / "vae-mnist", start)
-    before = zoo.config(start)
-    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path / "zoo"))
-    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(before["figures"]))
-    epochs = str(before["recipe"]["epochs"])
-    flags = ["--epochs", epochs, "--workdir", str(tmp_path)]
-    assert train.main(["vae-mnist", "--continue", "--from", str(start), *flags]) == 0
-    after = zoo.config(tmp_path / "zoo" / "vae-mnist")
-    *earlier, last = after["recipe"]["command"].splitlines()
-    assert earlier == before["recipe"]["command"].splitlines()
-    assert f"--from {start}" in last
-    out = tmp_path / "run-2"  # written outside the zoo, under another folder name
-    assert (
-        train.main(["vae-mnist", "--continue", "--from", str(start), *flags, "--out", str(out)])
-        == 0
-    )
-    assert zoo.config(out)["name"] == "vae-mnist"
-    assert train.main(["vae-mnist", "--continue", "--from", str(out), *flags]) == 0
+    assert after["training"]["epochs"] == before["training"]["epochs"]
+    assert after["training"]["learning_rates"] == before["training"]["learning_rates"]
+    assert after["training"]["optimizer"]["config"] == before["training"]["optimizer"]["config"]
+    assert after["training"]["fine_tune_from_epoch"] == 468
+    assert after["training"]["wall_time_minutes"] == before["training"]["wall_time_minutes"]
+    assert "```bash\nKERAS_BACKEND=jax python tools/train.py lvae-mnist\n```" in zoo.card(out)
     with pytest.raises(SystemExit):  # the folder holds another recipe's preset
-        train.main(["lvae-mnist", "--fine-tune", "--from", str(start), *flags])
-    with pytest.raises(SystemExit):  # a run from scratch starts from no folder
-        train.main(["vae-mnist", "--from", str(start), *flags])
+        train.main(["vae-mnist", "--from", str(out), *flags])
+    with pytest.raises(SystemExit):
+        train.main(["vae-mnist", "--validate-every", "0"])
 
 
-def test_validate_every_logs_the_validation_bounds_every_n_epochs(
-    tmp_path, monkeypatch, mnist_path
-):
-    train = _zoo_train()
-    passed = {}
-
-    def recording(*args, **kwargs):
-        passed.update(kwargs)
-        return real(*args, **kwargs)
-
-    real = train.training.train
-    monkeypatch.setattr(train.training, "train", recording)
-    _run_from_preset(
-        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--validate-every", "7"
-    )
-    (diagnostics,) = [
-        c for c in passed["callbacks"] if isinstance(c, tfdlgm.callbacks.LatentDiagnostics)
-    ]
+def test_validation_diagnostics_use_the_validation_set_binarised_with_seed_1(mnist_path):
+    diagnostics = _train_tool().validation_diagnostics(7)
+    assert isinstance(diagnostics, tfdlgm.callbacks.LatentDiagnostics)
     assert diagnostics.every == 7 and diagnostics.num_samples == 50
     grey = tfdlgm.datasets.load_mnist_arrays(mnist_path)["validation"]
     np.testing.assert_array_equal(diagnostics.x, tfdlgm.datasets.fixed_binarization(grey, seed=1))
-    with pytest.raises(SystemExit):
-        train.main(["vae-mnist", "--continue", "--epochs", "1", "--validate-every", "0"])
 
 
-def test_continue_on_the_last_runs_device_keeps_the_device_history(tmp_path, monkeypatch):
-    train = _zoo_train()
-    before = zoo.config(ZOO_TRAIN.parent / "vae-mnist")
-    last_device = before["recipe"]["device"].rsplit(", then ", 1)[-1]
-    _, after = _run_from_preset(
-        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--device", last_device
-    )
-    assert after["recipe"]["device"] == before["recipe"]["device"]
-
-
-def test_notes_reach_the_card_and_later_runs_keep_them(tmp_path, monkeypatch):
-    train = _zoo_train()
-    before, after = _run_from_preset(
-        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--note", "an unusual run"
-    )
-    earlier = before["recipe"].get("notes", [])  # the preset's own runs' notes come first
-    assert after["recipe"]["notes"] == [*earlier, "an unusual run"]
-    assert train.main(["vae-mnist", "--re-evaluate", "--note", "re-measured"]) == 0
-    again = zoo.config(tmp_path / "vae-mnist")
-    assert again["recipe"]["notes"] == [*earlier, "an unusual run", "re-measured"]
-    assert "- Note: an unusual run\n- Note: re-measured\n" in zoo.card(tmp_path / "vae-mnist")
-
-
-def test_a_run_stopped_by_a_signal_says_so_on_its_card(tmp_path, monkeypatch):
-    train = _zoo_train()
-
-    class Signalled(train.tfdlgm.callbacks.StopOnSignal):
-        def __init__(self):
-            super().__init__()
-            self.received = "SIGTERM"
-
-    monkeypatch.setattr(train.tfdlgm.callbacks, "StopOnSignal", Signalled)
-    before, after = _run_from_preset(train, "vae-mnist", tmp_path, monkeypatch, "--continue")
-    epochs = before["recipe"]["epochs"]
-    assert (
-        after["recipe"]["notes"][-1] == f"This run was stopped by SIGTERM after epoch {epochs:,}."
-    )
-    assert f"stopped by SIGTERM after epoch {epochs:,}" in zoo.card(tmp_path / "vae-mnist")
-
-
-def test_the_card_records_the_learning_rate_by_epoch(tmp_path, monkeypatch):
-    train = _zoo_train()
-    lvae = train.RECIPES["lvae-mnist"]
-    record = zoo.config("lvae-mnist")["recipe"]  # as recorded (2e-3: before the paper's 1e-3)
-    assert train.preset_learning_rates(lvae, record)[:2] == [[0, 2e-3], [468, 5e-4]]
-    del record["learning_rates"]  # a preset trained before the record: from the recipe
-    assert train.preset_learning_rates(lvae, record) == [
-        [0, lvae["optimizer"]["config"]["learning_rate"]],
-        [468, lvae["fine_tune"]["learning_rate"]],
-    ]
-    vae = train.RECIPES["vae-mnist"]
-    before, after = _run_from_preset(
-        train, "vae-mnist", tmp_path, monkeypatch, "--continue", "--learning-rate", "2.5e-4"
-    )
-    epochs, earlier = before["recipe"]["epochs"], train.preset_learning_rates(vae, before["recipe"])
-    assert earlier[0] == [0, 1e-3]
-    assert after["recipe"]["learning_rates"] == [*earlier, [epochs, 2.5e-4]]
-    assert after["recipe"]["optimizer"]["config"]["learning_rate"] == 2.5e-4
-    assert f"then 0.00025 from epoch {epochs}\n" in zoo.card(tmp_path / "vae-mnist")
-    assert "- Learning rate as trained: 0.001, then " in zoo.card(tmp_path / "vae-mnist")
-    with pytest.raises(SystemExit):
-        train.main(["vae-mnist", "--continue", "--epochs", "1", "--learning-rate", "0"])
-
-
-def test_the_presets_that_follow_burda_et_al_continue_their_schedule_at_the_preset_epoch():
-    train = _zoo_train()
-    vae, iwae = (
-        train.learning_rate_schedule(train.RECIPES[n]) for n in ("vae-mnist", "iwae-mnist")
-    )
-    assert vae(0) == iwae(0) == 1e-3
-    assert vae(1833) == pytest.approx(1e-4) and iwae(56) == pytest.approx(1e-3 * 10 ** (-4 / 7))
-    lvae = train.RECIPES["lvae-mnist"]
-    assert train.learning_rate_schedule(lvae) is None  # constant rates
-    fine_tune = train.fine_tune_recipe(
-        {**lvae, "learning_rate_schedule": {}}, zoo.config("lvae-mnist")
-    )
-    assert train.learning_rate_schedule(fine_tune) is None  # the stage keeps its own rate
-    # the record: the rates before, then each stage the run trained in, rounded to 6 digits
-    assert train.with_rates([[0, 1e-3]], iwae.changes(56, 130)) == [
-        [0, 1e-3],
-        [56, 0.00026827],
-        [121, 0.00019307],
-    ]
-    assert train.with_rates([[0, 1e-3], [1833, 1e-4]], vae.changes(1900, 3000)) == [
-        [0, 1e-3],
-        [1833, 1e-4],
-    ]
-
-
-def test_the_card_says_the_rates_a_preset_trained_at_where_they_changed_or_are_scheduled():
-    train = _zoo_train()
-    config = zoo.config("iwae-mnist")  # a scheduled recipe: the line even for one rate
-    recipe = train.preset_recipe(train.RECIPES["iwae-mnist"], config)
-    rates = train.preset_learning_rates(recipe, config["recipe"])
-    line = train._learning_rates_text(recipe, config["recipe"])
-    assert line.startswith(f"- Learning rate as trained: {rates[0][1]:g}")
-    assert line.count(", then ") == len(rates) - 1 and line.endswith("\n")
-    dlgm = train.RECIPES["dlgm-mnist"]  # a constant rate: the recipe's text says it
-    assert train._learning_rates_text(dlgm, {"learning_rates": [[0, 1e-3]]}) == ""
-    changed = {"learning_rates": [[0, 1e-3], [900, 1e-4]]}
-    assert train._learning_rates_text(dlgm, changed) == (
-        "- Learning rate as trained: 0.001, then 0.0001 from epoch 900\n"
-    )
-
-
-def test_a_run_from_a_preset_continues_at_the_rate_it_last_trained_at(tmp_path, monkeypatch):
-    train = _zoo_train()
-    lvae = train.RECIPES["lvae-mnist"]
-    tuned = train.preset_recipe(lvae, zoo.config("lvae-mnist"))  # fine-tuned already
-    rates = train.preset_learning_rates(lvae, tuned["preset"])
-    assert train.continued_learning_rate(tuned, rates) == rates[-1][1]
-    fresh = {"recipe": {**zoo.config("lvae-mnist")["recipe"], "epochs": 7}}
-    del fresh["recipe"]["fine_tune_from_epoch"]
-    begins = train.fine_tune_recipe(lvae, fresh)  # begins fine-tuning: the stage's own rate
-    assert train.continued_learning_rate(begins, [[0, 2e-3]]) == lvae["fine_tune"]["learning_rate"]
-    name = "dlgm-mnist"  # a constant-rate recipe, continued without --learning-rate
-    shutil.copytree(ZOO_TRAIN.parent / name, tmp_path / name)
-    config = zoo.config(tmp_path / name)
-    config["recipe"]["learning_rates"] = [[0, 1e-3], [5, 3e-4]]
-    (tmp_path / name / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(train, "ZOO_DIR", str(tmp_path))
-    monkeypatch.setattr(train, "evaluate", lambda model, ll_examples: dict(config["figures"]))
-    epochs = str(config["recipe"]["epochs"])
-    assert train.main([name, "--continue", "--epochs", epochs, "--workdir", str(tmp_path)]) == 0
-    after = zoo.config(tmp_path / name)["recipe"]
-    assert after["learning_rates"] == [[0, 1e-3], [5, 3e-4]]
-    assert after["optimizer"]["config"]["learning_rate"] == 3e-4
+@pytest.mark.slow
+def test_one_more_epoch_from_a_preset_follows_its_recipe(tmp_path, monkeypatch):
+    """`--continue --epochs N+1`: one epoch of the recipe's stage at that epoch (vae-mnist: L_10
+    at 1e-4), then the preset is written with its record carried on."""
+    train = _train_tool()
+    before = zoo.metadata("vae-mnist")
+    _stand_in_evaluation(monkeypatch, before["figures"])
+    epochs = before["training"]["epochs"] + 1
+    out = tmp_path / "run"
+    flags = ["--epochs", str(epochs), "--workdir", str(tmp_path), "--out", str(out)]
+    assert train.main(["vae-mnist", "--continue", *flags]) == 0
+    after = zoo.metadata(out)
+    assert after["training"]["epochs"] == epochs
+    assert after["training"]["learning_rates"] == before["training"]["learning_rates"]
+    assert after["training"]["wall_time_minutes"] > before["training"]["wall_time_minutes"]
+    assert after["files"]["model.weights.h5"] != before["files"]["model.weights.h5"]
+    assert zoo.config(out)["config"]["objective"] == {"name": "iwae", "num_samples": 10}
+    assert (tmp_path / "checkpoints" / "vae-mnist-fine-tune" / "state.json").is_file()

@@ -389,7 +389,7 @@ class StopOnSignal(keras.callbacks.Callback):
 
     The handlers are installed when training begins and the previous ones put back when it
     ends (or at the second signal). Signals reach only the main thread: elsewhere the
-    callback does nothing. `tfdlgm train` and `zoo/train.py` use it.
+    callback does nothing. `tfdlgm train` and `tools/train.py` use it.
 
     Attributes:
         received: the signal's name (`"SIGTERM"`), or None while none has come.

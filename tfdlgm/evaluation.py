@@ -1,4 +1,5 @@
-"""The evaluation protocol (ARCHITECTURE.md) as one function: every figure a report quotes.
+"""The evaluation protocol (ARCHITECTURE.md): every figure a report quotes (`evaluate_protocol`),
+and those a zoo preset records, on the protocol's test set (`evaluate_preset`).
 
 ```none
 ELBO = L_1 <= L_5 <= L_50 <= L_k <= log p(x)     (Burda et al. 2015, thm. 1), k = 5000
@@ -7,6 +8,8 @@ A_u  = Cov_x(E_q(z|x)[z_u]) > 0.01              (active units, Burda et al. sec.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 from keras import ops
@@ -89,3 +92,80 @@ def evaluate_protocol(
     figures["kl"] = [float(value) for value in kl / len(x)]
     figures["active_units"] = model.active_units(x, seed=seed)
     return figures
+
+
+LOG_LIKELIHOOD_SAMPLES = 5000  # k of the protocol's log-likelihood estimate L_k
+SLICE_EXAMPLES = 100  # the test slice: the first 100 test images, what a preset's test checks
+
+
+def protocol_test_set(path=None) -> np.ndarray:
+    """The protocol's test set: MNIST's 10,000 test images binarised once with seed 0,
+    `[10000, 784]` float32 in {0, 1} (`tfdlgm.datasets.mnist("test", binarize="fixed", seed=0)`).
+
+    Args:
+        path: str or path-like or None, the `mnist.npz` (None: `TFDLGM_MNIST`, then Keras'
+            cache, as `tfdlgm.datasets.mnist` looks). Defaults to `None`.
+    """
+    from tfdlgm import datasets
+
+    batches = datasets.mnist("test", binarize="fixed", seed=0, path=path, as_numpy=True)
+    return np.concatenate(list(batches))
+
+
+def protocol_text(log_likelihood_examples: int) -> str:
+    """How `evaluate_preset`'s figures were measured, in words (a preset's `protocol`)."""
+    return (
+        "Test set: tfdlgm.datasets.mnist('test', binarize='fixed', seed=0). ELBO, L_1, L_5, "
+        f"L_50, KL per layer on all 10,000 images; log_likelihood = L_{LOG_LIKELIHOOD_SAMPLES} "
+        f"= model.log_likelihood(x, num_samples={LOG_LIKELIHOOD_SAMPLES}) on the first "
+        f"{log_likelihood_examples}; active units: Var_x(E_q[z_u]) > 0.01 over the posterior "
+        "means of the 10,000 images (Burda et al.); test_slice: the first "
+        f"{SLICE_EXAMPLES} images."
+    )
+
+
+def evaluate_preset(model, ll_examples: int = 10_000, seed: int = 0, path=None) -> dict:
+    """The figures a zoo preset records, under the names its `metadata.json` gives them.
+
+    `evaluate_protocol` on `protocol_test_set()` with k = 5000, its `L_5000` named
+    `log_likelihood` (over the first `ll_examples` images), its wall time in
+    `seconds`, and `test_slice`: the figures on the first 100 test images that a test checks the
+    shipped weights against (`model.elbo(x, num_samples=100, seed=0).mean()`, the analytic KL
+    and the mean |E_q[z]| per latent layer, of one pass of the model's own random stream).
+
+    Args:
+        model: a `tfdlgm.models.LatentModel`.
+        ll_examples: int, the test images L_5000 is over. Defaults to `10_000` (all).
+        seed: int, the first seed of `evaluate_protocol`. Defaults to `0`.
+        path: the `mnist.npz`, as `protocol_test_set` takes it. Defaults to `None`.
+
+    Returns:
+        dict: `examples`, `elbo`, `L_1`, `L_5`, `L_50`, `log_likelihood`,
+        `log_likelihood_examples`, `kl`, `active_units`, `seconds`, `test_slice`.
+    """
+    x = protocol_test_set(path)
+    began = time.perf_counter()
+    figures = evaluate_protocol(
+        model, x, k=LOG_LIKELIHOOD_SAMPLES, seed=seed, k_examples=ll_examples
+    )
+    figures["log_likelihood"] = figures.pop(f"L_{LOG_LIKELIHOOD_SAMPLES}")
+    figures["log_likelihood_examples"] = figures.pop("k_examples")
+    figures["seconds"] = round(time.perf_counter() - began, 1)
+    figures["test_slice"] = slice_figures(model, x[:SLICE_EXAMPLES])
+    return figures
+
+
+def slice_figures(model, x) -> dict:
+    """The figures on a few fixed images that a preset's test compares the loaded model with."""
+    out = model(x)
+    return {
+        "examples": f"first {len(x)} of tfdlgm.datasets.mnist('test', binarize='fixed', seed=0)",
+        "elbo_100_samples_seed_0": float(model.elbo(x, num_samples=100, seed=0).mean()),
+        "kl": [
+            float(ops.convert_to_numpy(out[f"kl_{i + 1}"]).mean())
+            for i in range(len(model.latent_dims))
+        ],
+        "posterior_mean_abs": [
+            float(np.abs(ops.convert_to_numpy(q.mean())).mean()) for q in model.encode(x)
+        ],
+    }

@@ -1,0 +1,463 @@
+"""Trains a zoo preset by its recipe, evaluates it by the protocol and writes its folder.
+
+```bash
+KERAS_BACKEND=jax python tools/train.py vae-mnist              # the whole recipe, from scratch
+KERAS_BACKEND=jax python tools/train.py vae-mnist --epochs 500 --max-minutes 60 [--resume]
+KERAS_BACKEND=jax python tools/train.py vae-mnist --continue --epochs 1000 [--resume]
+KERAS_BACKEND=jax python tools/train.py vae-mnist --re-evaluate
+```
+
+A recipe is data: `zoo/<name>/recipe.json` holds the model (registered class name and
+config), the optimizer, the batch size, the learning rate by epoch (`learning_rates`,
+`[[from_epoch, rate], ...]`, piecewise constant: the schedule the shipped preset followed),
+the KL warm-up, the epoch from which `fine_tune` trains on another objective (the
+importance-weighted bound, as Sønderby et al. 2016 fine-tune), the total `epochs`, and the
+texts and citation of the card. Since the rate and the objective are functions of the epoch
+alone, a run may be cut into pieces (`--epochs`, `--max-minutes`, `--resume`, `--continue`) and
+still follow the recipe: `tools/train.py NAME` with no flags reproduces the preset.
+
+Training is `tfdlgm.training.train`: it logs to TensorBoard under `logs/<name>` and checkpoints
+every epoch into `checkpoints/<name>[-fine-tune]/` under `--workdir` (atomically; `state.json`
+keeps the wall time so far, which a resumed run counts on from). `--resume` continues from the
+checkpoint; `--max-minutes` stops before an epoch that would not end within the budget; SIGTERM
+or Ctrl-C (`tfdlgm.callbacks.StopOnSignal`) after the epoch in progress. Then the model is
+evaluated on the test set (fixed binarisation, seed 0) by `tfdlgm.evaluation.evaluate_preset`
+and the preset folder (`zoo/<name>/`, or `--out`) is written by `tfdlgm.zoo.save_preset`, its
+card from the recipe.
+
+`--continue` starts from the shipped preset `zoo/<name>` (`--from FOLDER`: from another folder
+of the same recipe, e.g. an `--out`) instead of from scratch: its weights, epoch count and
+wall time carry on (its optimizer state is not kept) and the recipe's schedule continues at
+its epoch. `--validate-every N` logs held-out figures every N epochs
+(`tfdlgm.callbacks.LatentDiagnostics` on the 10,000 validation images binarised once with
+seed 1). `--re-evaluate` trains nothing: it evaluates the preset again and rewrites its
+figures and card, keeping its weights file byte for byte.
+
+How the shipped presets' compute was pieced together, stage by stage, is in `zoo/TRAINING.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+import time
+
+import keras
+import numpy as np
+
+import tfdlgm
+from tfdlgm import evaluation, training
+
+ZOO_DIR = pathlib.Path(__file__).resolve().parents[1] / "zoo"
+RECIPE_FILE = "recipe.json"
+DATA_TEXT = (
+    "50,000 MNIST training images (the first 50,000 of keras.datasets.mnist's 60,000; the "
+    "last 10,000 are the validation set), dynamically binarised: each pixel drawn anew each "
+    "epoch as Bernoulli(intensity)"
+)
+DATA = {  # what metadata.json records of the images the weights saw
+    "dataset": "MNIST",
+    "split": "train",
+    "examples": 50_000,
+    "binarization": "dynamic",
+    "description": DATA_TEXT,
+}
+
+
+def recipe_names() -> list[str]:
+    """The presets with a recipe, sorted."""
+    return sorted(p.parent.name for p in ZOO_DIR.glob(f"*/{RECIPE_FILE}"))
+
+
+def read_recipe(name: str) -> dict:
+    """The recipe `zoo/<name>/recipe.json`."""
+    return json.loads((ZOO_DIR / name / RECIPE_FILE).read_text(encoding="utf-8"))
+
+
+def learning_rate_at(recipe: dict, epoch: int) -> float:
+    """The recipe's learning rate at the 0-based `epoch` (`learning_rates` is piecewise
+    constant: `[[from_epoch, rate], ...]`, from epoch 0, in order)."""
+    return [rate for start, rate in recipe["learning_rates"] if start <= epoch][-1]
+
+
+def stages(recipe: dict, start: int, end: int) -> list[dict]:
+    """The stages of a run from epoch `start` to `end`: `{"start", "end", "fine_tune"}`, the
+    recipe's own objective before `fine_tune.from_epoch`, the fine-tuning objective from it."""
+    boundary = recipe["fine_tune"]["from_epoch"] if recipe.get("fine_tune") else math.inf
+    parts = []
+    if start < min(end, boundary):
+        parts.append({"start": start, "end": min(end, boundary), "fine_tune": False})
+    if max(start, boundary) < end:
+        parts.append({"start": max(start, boundary), "end": end, "fine_tune": True})
+    return parts
+
+
+def build(recipe: dict, optimizer_config: dict | None = None):
+    """The recipe's model, compiled (both by registered class name)."""
+    model = keras.saving.deserialize_keras_object(recipe["model"])
+    model.compile(optimizer=keras.optimizers.get(optimizer_config or recipe["optimizer"]))
+    return model
+
+
+def with_learning_rate(optimizer: dict, rate: float) -> dict:
+    """The optimizer config `optimizer` at learning rate `rate`."""
+    return {**optimizer, "config": {**optimizer["config"], "learning_rate": rate}}
+
+
+def stage_model(recipe: dict, stage: dict, model, start_folder):
+    """The model a stage starts from, compiled with a fresh optimizer: `model` (the stage
+    before's), else the preset in `start_folder`, else a new one; a fine-tuning stage's model
+    trains on the fine-tuning objective."""
+    optimizer = with_learning_rate(recipe["optimizer"], learning_rate_at(recipe, stage["start"]))
+    objective = recipe["fine_tune"]["objective"] if stage["fine_tune"] else None
+    if model is None and start_folder is None:
+        return build(recipe, optimizer)
+    if model is None:
+        model = tfdlgm.zoo.load(start_folder, compile=False, objective=objective)
+    elif objective is not None:
+        weights = model.get_weights()
+        model = type(model).from_config({**model.get_config(), "objective": objective})
+        model.set_weights(weights)
+    model.compile(optimizer=keras.optimizers.get(optimizer))
+    return model
+
+
+class WallClock(keras.callbacks.Callback):
+    """Adds the training wall time so far (`wall_seconds`, across resumes) to each epoch's logs,
+    which the checkpoint's `state.json` keeps, and stops before an epoch that would end past
+    `max_seconds` (the median of the last 10 epochs predicts it).
+
+    An epoch's time runs from the end of the one before (or the start of training) to its
+    own end, so it counts what the callbacks do between epochs too (a checkpoint, TensorBoard's
+    diagnostics): on a GPU they took as long as the epoch itself (about 2 s), and a clock of the
+    epochs alone let a 200 s budget run to 300 s."""
+
+    def __init__(self, start_seconds=0.0, max_seconds=None):
+        super().__init__()
+        self.seconds = start_seconds
+        self.max_seconds = max_seconds
+        self.epoch_seconds = []
+
+    def on_train_begin(self, logs=None):
+        self._last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.epoch_seconds.append(now - self._last)
+        self._last = now
+        self.seconds += self.epoch_seconds[-1]
+        if logs is not None:
+            logs["wall_seconds"] = self.seconds
+        typical = float(np.median(self.epoch_seconds[-10:]))
+        if self.max_seconds is not None and self.seconds + typical > self.max_seconds:
+            self.model.stop_training = True
+
+
+def checkpoint_logs(folder: pathlib.Path) -> tuple[int, dict]:
+    """The last checkpointed epoch and its logs, `(0, {})` before the first."""
+    path = folder / training.STATE_FILE
+    if not path.is_file():
+        return 0, {}
+    state = json.loads(path.read_text(encoding="utf-8"))
+    return state["epoch"], state.get("logs", {})
+
+
+def validation_diagnostics(every: int):
+    """`LatentDiagnostics` on all 10,000 validation images, binarised once with seed 1 (the
+    test set's protocol, another seed), every `every` epochs."""
+    grey = tfdlgm.datasets.load_mnist_arrays()["validation"]
+    x = tfdlgm.datasets.fixed_binarization(grey, seed=1)
+    return tfdlgm.callbacks.LatentDiagnostics(x, every=every, num_samples=50, seed=0)
+
+
+def checkpoint_dir(recipe, args, fine_tune: bool) -> pathlib.Path:
+    """Where a stage checkpoints: `checkpoints/<name>` or `checkpoints/<name>-fine-tune`."""
+    suffix = "-fine-tune" if fine_tune else ""
+    return pathlib.Path(args.workdir) / "checkpoints" / f"{recipe['name']}{suffix}"
+
+
+def train_stage(recipe, stage, model, args, clock, stop):
+    """Trains one stage (`stages`); returns the model trained and the epoch it reached."""
+    checkpoints = checkpoint_dir(recipe, args, stage["fine_tune"])
+    scheduler = keras.callbacks.LearningRateScheduler(lambda e: learning_rate_at(recipe, e))
+    callbacks = [clock, stop, scheduler]
+    if args.validate_every is not None:  # before TensorBoard (`train` adds it last)
+        callbacks.append(validation_diagnostics(args.validate_every))
+    model = training.train(
+        model,
+        tfdlgm.datasets.mnist("train", batch_size=recipe["batch_size"], seed=0),
+        epochs=stage["end"],
+        logdir=pathlib.Path(args.workdir) / "logs" / checkpoints.name,
+        checkpoint_dir=checkpoints,
+        resume=args.resume,
+        warm_up_epochs=recipe.get("warm_up_epochs"),
+        callbacks=callbacks,
+        verbose=2,
+        initial_epoch=stage["start"],
+    ).model
+    return model, checkpoint_logs(checkpoints)[0] or stage["start"]
+
+
+def train_recipe(recipe, args, start_folder, start_epoch, start_seconds):
+    """Trains the recipe from `start_epoch` (the preset in `start_folder`, or from scratch) to
+    `args.epochs`, stage by stage; returns the model, the epoch reached and the wall clock,
+    which counts on from the preset's wall time or, resuming, from the last checkpoint's."""
+    if args.resume:
+        logs = [checkpoint_logs(checkpoint_dir(recipe, args, tuned))[1] for tuned in (0, 1)]
+        start_seconds = max([start_seconds, *(log.get("wall_seconds", 0.0) for log in logs)])
+    max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
+    clock = WallClock(start_seconds, max_seconds)
+    stop = tfdlgm.callbacks.StopOnSignal()  # kill -TERM: evaluate after the epoch in progress
+    keras.utils.set_random_seed(0)
+    model, reached = None, start_epoch
+    for stage in stages(recipe, start_epoch, args.epochs):
+        model = stage_model(recipe, stage, model, start_folder)
+        model, reached = train_stage(recipe, stage, model, args, clock, stop)
+        if reached < stage["end"]:  # stopped by the budget or a signal
+            break
+    if model is None:  # nothing to train: the preset as it is
+        model = tfdlgm.zoo.load(start_folder, compile=False)
+    return model, reached, clock
+
+
+def training_record(recipe, epochs, wall_seconds):
+    """What `metadata.json` records of the training: the recipe, epochs, wall time, and the
+    optimizer (at the last epoch's rate) that `tfdlgm.zoo.load` compiles with."""
+    rates = [[start, rate] for start, rate in recipe["learning_rates"] if start < max(epochs, 1)]
+    record = {
+        "recipe": recipe["name"],
+        "epochs": epochs,
+        "batch_size": recipe["batch_size"],
+        "optimizer": with_learning_rate(recipe["optimizer"], rates[-1][1]),
+        "learning_rates": rates,
+        "objective": recipe["objective_summary"],
+        "wall_time_minutes": round(wall_seconds / 60, 1),
+        "backend": keras.backend.backend(),
+    }
+    if recipe.get("fine_tune") and epochs > recipe["fine_tune"]["from_epoch"]:
+        record["fine_tune_from_epoch"] = recipe["fine_tune"]["from_epoch"]
+    return record
+
+
+def write_preset(model, recipe, record, ll_examples, out):
+    """Evaluates `model` by the protocol and writes its preset folder; returns the figures."""
+    figures = evaluation.evaluate_preset(model, ll_examples=ll_examples)
+    print(json.dumps(figures, indent=2))
+    tfdlgm.zoo.save_preset(
+        model,
+        out,
+        training=record,
+        figures=figures,
+        card_text=card_text(recipe, record, figures, _parameters(model)),
+        name=recipe["name"],
+        protocol=evaluation.protocol_text(figures["log_likelihood_examples"]),
+        data=DATA,
+    )
+    return figures
+
+
+def reproduce_command(recipe) -> str:
+    """The one command that reproduces the preset from a fresh clone."""
+    return f"KERAS_BACKEND=jax python tools/train.py {recipe['name']}"
+
+
+def _latent_dims(config) -> list:
+    return config["latent_dims"] if "latent_dims" in config else [config["latent_dim"]]
+
+
+def _parameters(model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def _rates_text(record) -> str:
+    return ", ".join(
+        f"{rate:g} from epoch {start:,}" if start else f"{rate:g}"
+        for start, rate in record["learning_rates"]
+    )
+
+
+def _front_matter(name, figures) -> str:
+    metrics = [
+        ("log_likelihood", "L_5000 (nats)", figures["log_likelihood"]),
+        ("L_50", "L_50 (nats)", figures["L_50"]),
+        ("L_5", "L_5 (nats)", figures["L_5"]),
+        ("elbo", "ELBO (nats)", figures["elbo"]),
+    ]
+    listed = "".join(
+        f"    - type: {kind}\n      name: {label}\n      value: {value:.2f}\n"
+        for kind, label, value in metrics
+    )
+    return (
+        "---\nlicense: apache-2.0\nlibrary_name: tfdlgm\ndatasets:\n- mnist\ntags:\n- keras\n"
+        "- tensorflow-probability\n- jax\n- variational-autoencoder\n- generative-model\n"
+        f"- density-estimation\nmodel-index:\n- name: {name}\n  results:\n  - task:\n"
+        "      type: density-estimation\n      name: Density estimation\n    dataset:\n"
+        "      type: mnist\n      name: MNIST test set, binarised once with seed 0\n"
+        f"      split: test\n    metrics:\n{listed}---\n"
+    )
+
+
+def card_text(recipe, record, figures, parameters) -> str:
+    """The model card of a preset (Hugging Face's layout: YAML front matter, then sections),
+    from its recipe, training record, figures and trainable parameter count."""
+    name = recipe["name"]
+    model = recipe["model"]
+    class_name = model["class_name"].split(">")[-1]
+    ll = figures["log_likelihood_examples"]
+    ll_on = "all 10,000 test images" if ll >= 10_000 else f"the first {ll:,} test images"
+    kl = ", ".join(f"{k:.2f}" for k in figures["kl"])
+    active = ", ".join(str(a) for a in figures["active_units"])
+    sizes = ", ".join(str(k) for k in _latent_dims(model["config"]))
+    paper_epochs = (
+        f"{recipe['paper_epochs']:,} in the paper" if recipe["paper_epochs"] else "not stated"
+    )
+    warm_up = recipe.get("warm_up_epochs")
+    slice_ = figures["test_slice"]
+    return f"""{_front_matter(name, figures)}
+# {name}
+
+{recipe["description"]}
+
+## Model
+
+- Class: `tfdlgm.models.{class_name}` (registered as `{model["class_name"]}`), \
+{parameters:,} trainable parameters, float32
+- Follows: {recipe["paper"]}
+
+```python
+import tfdlgm
+
+model = tfdlgm.zoo.load("{name}")           # compiled with the preset's optimizer
+model.sample(16, seed=0)                     # [16, 784] binary images
+model.log_likelihood(x, num_samples=5000)    # nats per image, x: [n, 784] in {{0, 1}}
+model.fit(tfdlgm.datasets.mnist("train"), epochs=1)   # fine-tune with plain Keras
+```
+
+## Intended use and limitations
+
+A density model and sampler of 28 x 28 binarised handwritten digits, for research and
+teaching: a baseline to compare a model or an estimator with, latent codes to inspect,
+importance-weighted bounds to study. It models binary images only (Bernoulli pixels): grey
+levels, other image sizes and other data sets are out of its scope, and it is not meant for
+any decision about people. Its figures hold for MNIST's test set binarised once with seed 0;
+another binarisation gives other numbers. The papers' figures come from more training images
+(see Training data).
+
+## Training data
+
+{DATA_TEXT} (`tfdlgm.datasets.mnist("train", binarize="dynamic", \
+batch_size={recipe["batch_size"]}, seed=0)`). The validation and test images were never
+trained on.
+
+## Training procedure
+
+From a fresh clone, with MNIST at `TFDLGM_MNIST` (or in Keras' cache):
+
+```bash
+{reproduce_command(recipe)}
+```
+
+It follows `zoo/{name}/recipe.json`; `zoo/TRAINING.md` says how the compute for this preset
+was pieced together and what each stage gained.
+
+| Hyperparameter | Value |
+|---|---|
+| Epochs | {record["epochs"]:,} ({paper_epochs}) |
+| Batch size | {record["batch_size"]} |
+| Optimizer | {recipe["optimizer_text"]} |
+| Learning rate by epoch | {_rates_text(record)} |
+| Objective | {recipe["objective_text"]} |
+| KL warm-up | {f"{warm_up} epochs" if warm_up else "none"} |
+| Backend | {record["backend"]} |
+| Wall time | {record["wall_time_minutes"]:.1f} min of training |
+
+## Evaluation
+
+Nats per image on MNIST's 10,000 test images binarised once with seed 0
+(`tfdlgm.datasets.mnist("test", binarize="fixed", seed=0)`):
+
+| ELBO | L_1 | L_5 | L_50 | L_5000 ({ll_on}) | KL per layer | active units |
+|---|---|---|---|---|---|---|
+| {figures["elbo"]:.2f} | {figures["L_1"]:.2f} | {figures["L_5"]:.2f} | {figures["L_50"]:.2f} \
+| {figures["log_likelihood"]:.2f} | {kl} | {active} / {sizes} |
+
+ELBO, L_1, L_5, L_50 and KL are on all 10,000 test images; active units use Burda et al.'s
+criterion Cov_x(E_q[z_u]) > 0.01 over the 10,000 posterior means. {recipe["reference_text"]}
+
+On the first 100 test images `model.elbo(x, num_samples=100, seed=0).mean()` is \
+{slice_["elbo_100_samples_seed_0"]:.3f} and the analytic KL per layer \
+{", ".join(f"{k:.4f}" for k in slice_["kl"])} (`metadata.json`'s `figures.test_slice`, which
+`tests/test_zoo.py` checks the shipped weights against).
+
+## Citation
+
+```bibtex
+{recipe["citation"].strip()}
+```
+"""
+
+
+def parse(argv=None):
+    """The command line's arguments, checked (`parser.error` exits with status 2)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=recipe_names())
+    parser.add_argument("--epochs", type=int, help="the epoch to reach (default: the recipe's)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("--max-minutes", type=float, help="training wall budget, all runs")
+    parser.add_argument("--ll-examples", type=int, default=10_000, help="test images for L_5000")
+    parser.add_argument("--out", help="the preset folder to write (default zoo/<name>)")
+    parser.add_argument("--workdir", default=".", help="where logs/ and checkpoints/ go")
+    parser.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="start from the shipped preset zoo/<name> at its epoch",
+    )
+    parser.add_argument("--from", dest="start", help="start from this preset folder instead")
+    parser.add_argument(
+        "--validate-every", type=int, metavar="N", help="log validation figures every N epochs"
+    )
+    parser.add_argument("--re-evaluate", action="store_true", help="only evaluate the preset again")
+    args = parser.parse_args(argv)
+    if args.re_evaluate and (args.epochs is not None or args.resume or args.start):
+        parser.error("--re-evaluate trains nothing: no --epochs, --resume or --from")
+    if args.validate_every is not None and args.validate_every < 1:
+        parser.error(f"--validate-every must be a positive epoch count, got {args.validate_every}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be positive, got {args.epochs}")
+    if args.continue_ and args.start is None:
+        args.start = str(ZOO_DIR / args.name)
+    if args.start is not None:
+        start_name = tfdlgm.zoo.metadata(pathlib.Path(args.start)).get("name")
+        if start_name != args.name:
+            parser.error(f"{args.start} holds the preset {start_name!r}, not {args.name!r}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    recipe = read_recipe(args.name)
+    out = pathlib.Path(args.out) if args.out else ZOO_DIR / args.name
+    if args.re_evaluate:
+        folder = pathlib.Path(args.start) if args.start else ZOO_DIR / args.name
+        record = tfdlgm.zoo.metadata(folder)["training"]
+        model = tfdlgm.zoo.load(folder, compile=False)
+        figures = write_preset(model, recipe, record, args.ll_examples, out)
+        return 0 if math.isfinite(figures["elbo"]) else 1
+    args.epochs = args.epochs or recipe["epochs"]
+    start_epoch, start_seconds = 0, 0.0
+    if args.start is not None:
+        start = tfdlgm.zoo.metadata(pathlib.Path(args.start))["training"]
+        start_epoch, start_seconds = start["epochs"], 60 * start["wall_time_minutes"]
+    start_folder = pathlib.Path(args.start) if args.start else None
+    model, epochs, clock = train_recipe(recipe, args, start_folder, start_epoch, start_seconds)
+    record = training_record(recipe, epochs, clock.seconds)
+    figures = write_preset(model, recipe, record, args.ll_examples, out)
+    return 0 if math.isfinite(figures["elbo"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
