@@ -13,10 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tfdlgm import cli, zoo
+from tfdlgm import cli, training, zoo
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -269,3 +270,175 @@ def test_jax_smoke(env, tmp_path):
 )
 def test_bench_arguments_reach_the_suite_untouched(argv, expected):
     assert cli._split_bench(argv) == expected
+
+
+def test_a_missing_output_folder_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    status = cli.main(["train", "--model", "vae", "--epochs", "1", "--output", "missing/m.keras"])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert status == 1 and elapsed < 1, (status, elapsed)
+    assert err == (
+        "tfdlgm train: error: --output: cannot write missing/m.keras: the folder missing "
+        "does not exist; create it or choose another\n"
+    )
+
+
+def _output_cases(bad):
+    """`[(argv, what stderr says)]`: every verb that writes, each path it writes at `bad`
+    (a dict of the paths to try: `file` for a file path, `folder` for a folder path)."""
+    train = ["train", "--model", "vae", "--epochs", "1"]
+    cases = []
+    for path, message in bad["file"]:
+        cases += [
+            ([*train, "--output", f"{path}.keras"], message),
+            (["sample", "no-such-model.keras", "-o", f"{path}.png"], message),
+            (["impute", "no-such-model.keras", "-o", f"{path}.png"], message),
+        ]
+    for path, message in bad["folder"]:
+        cases += [
+            ([*train, "--logdir", path], message),
+            ([*train, "--checkpoint-dir", path], message),
+        ]
+    return cases
+
+
+@tensorflow_only
+def test_every_output_path_is_checked_before_any_work(env, tmp_path):
+    """A missing parent, a file where a folder is meant and a folder where a file is meant, for
+    every path each verb writes: one line, exit status 1, before the model is even loaded (the
+    model named does not exist) and before anything is created."""
+    (tmp_path / "notes").write_text("a file")
+    for name in ("folder.keras", "folder.png"):
+        (tmp_path / name).mkdir()
+    bad = {
+        "file": [
+            ("missing/x", "the folder missing does not exist"),
+            ("notes/x", "the folder notes is a file, not a folder"),
+            ("folder", "it is a folder, expected a file name"),
+        ],
+        "folder": [
+            ("notes", "it is a file, expected a folder"),
+            ("notes/sub/run", "notes is a file, so the folder cannot be created"),
+        ],
+    }
+    cases = _output_cases(bad)
+    before = sorted(tmp_path.iterdir())
+    results = _drive([argv for argv, _ in cases], env, tmp_path)
+    for (argv, message), result in zip(cases, results, strict=True):
+        assert result["code"] == 1, (argv, result)
+        error = f"tfdlgm {argv[0]}: error: {argv[-2]}: cannot write "
+        assert result["stderr"].startswith(error), (argv, result["stderr"])
+        assert message in result["stderr"], (argv, result["stderr"])
+        assert len(_error_lines(result["stderr"])) == 1, (argv, result["stderr"])
+        assert result["stdout"] == "", argv
+    assert sorted(tmp_path.iterdir()) == before
+
+
+@tensorflow_only
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only folders"
+)
+def test_a_read_only_folder_is_refused_before_any_work(env, tmp_path):
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    for suffix in (".keras", ".png"):
+        (tmp_path / f"old{suffix}").write_text("a read-only file")
+        (tmp_path / f"old{suffix}").chmod(0o444)
+    read_only.chmod(0o555)
+    try:
+        bad = {
+            "file": [
+                ("read-only/x", "the folder read-only is not writable"),
+                ("old", "the file is read-only"),
+            ],
+            "folder": [
+                ("read-only", "the folder read-only is not writable"),
+                ("read-only/run", "the folder read-only is not writable"),
+            ],
+        }
+        cases = _output_cases(bad)
+        results = _drive([argv for argv, _ in cases], env, tmp_path)
+    finally:
+        read_only.chmod(0o755)
+    for (argv, message), result in zip(cases, results, strict=True):
+        assert result["code"] == 1, (argv, result)
+        assert message in result["stderr"], (argv, result["stderr"])
+        assert len(_error_lines(result["stderr"])) == 1, (argv, result["stderr"])
+
+
+@tensorflow_only
+def test_resume_checks_the_model_flags_against_the_checkpoint(trained, env, tmp_path):
+    """--resume takes the checkpoint's model: the model flags given must agree with it; the
+    training flags given apply to the resumed run (said on stderr); a folder that holds a
+    checkpoint is refused without --resume or --overwrite."""
+    folder, _ = trained
+    for name in ("resume", "overwrite"):
+        shutil.copytree(folder / "checkpoints", tmp_path / name)
+    state = (tmp_path / "resume" / "state.json").read_text()
+    small = ["--train-examples", "500", "--validation-examples", "0"]
+    cases = [  # (argv, exit status, what stderr says)
+        (
+            ["train", "--model", "fa", "--epochs", "2", "--resume", "--checkpoint-dir", "resume"],
+            2,
+            "tfdlgm train: error: --resume: the checkpoint in resume (epoch 1) holds another "
+            "model than these flags say: --model fa (the checkpoint's: vae). Omit them",
+        ),
+        (
+            [
+                "train", "--model", "vae", "--latent-dims", "2", "--hidden", "8,8", "--seed",
+                "1", "--objective", "iwae", "--epochs", "2", "--resume", "--checkpoint-dir",
+                "resume",
+            ],
+            2,
+            "--hidden 8,8 (the checkpoint's: 16), --objective iwae (the checkpoint's: elbo), "
+            "--seed 1 (the checkpoint's: 0).",
+        ),
+        (
+            ["train", "--model", "vae", "--epochs", "2", "--checkpoint-dir", "resume"],
+            1,
+            "resume already holds a checkpoint of epoch 1: pass --resume",
+        ),
+        (["train", "--epochs", "2"], 2, "the following arguments are required: --model"),
+        (
+            ["train", "--epochs", "2", "--resume", "--checkpoint-dir", "empty"],
+            2,
+            "--model is required: --resume found no checkpoint in empty",
+        ),
+        (
+            ["train", "--model", "vae", "--epochs", "2", "--resume", "--overwrite",
+             "--checkpoint-dir", "resume"],
+            2,
+            "--resume continues the checkpoint and --overwrite deletes it: pass one",
+        ),
+        (
+            ["train", "--epochs", "2", "--resume", "--checkpoint-dir", "resume",
+             "--learning-rate", "1e-4", "--batch-size", "250", *small],
+            0,
+            "tfdlgm train: resuming resume at epoch 1 with --batch-size 250, --learning-rate "
+            "0.0001 (the checkpoint's optimizer had 0.001)\n",
+        ),
+        (
+            ["train", "--model", "vae", "--hidden", "8", "--latent-dims", "3", "--epochs", "1",
+             "--overwrite", "--checkpoint-dir", "overwrite", *small],
+            0,
+            "",
+        ),
+    ]  # fmt: skip
+    results = _drive([argv for argv, _, _ in cases], env, tmp_path)
+    for (argv, status, message), result in zip(cases, results, strict=True):
+        assert result["code"] == status, (argv, result)
+        assert message in result["stderr"], (argv, result["stderr"])
+        if status:
+            assert len(_error_lines(result["stderr"])) == 1, (argv, result["stderr"])
+    assert (tmp_path / "resume" / "state.json").read_text() != state  # resumed by the 7th
+    resumed, overwritten = results[-2:]
+    assert "VAE (" in resumed["stdout"] and "resumed at epoch 1" in resumed["stdout"]
+    model, epoch = training.latest_checkpoint(tmp_path / "resume")
+    assert epoch == 2
+    assert int(model.optimizer.iterations.numpy()) == 5 + 2  # 500 images: 100, then 250 a batch
+    assert model.optimizer.learning_rate.numpy() == pytest.approx(1e-4)
+    model, epoch = training.latest_checkpoint(tmp_path / "overwrite")
+    assert epoch == 1 and model.hidden == (8,) and model.latent_dim == 3
+    assert int(model.optimizer.iterations.numpy()) == 5

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import pathlib
@@ -98,6 +99,149 @@ def test_resume_without_a_checkpoint_starts_from_the_model(binary_data, tmp_path
     )
     assert history.epoch == [0] and history.model is model
     assert (tmp_path / "new" / "epoch-0001.keras").is_file()
+
+
+def test_a_folder_holding_a_checkpoint_is_refused_without_resume_or_overwrite(
+    binary_data, tmp_path
+):
+    training.train(_model(), binary_data, epochs=2, checkpoint_dir=tmp_path, verbose=0)
+    before = (tmp_path / "state.json").read_text()
+    for kwargs in ({}, {"resume": False, "initial_epoch": 1}):
+        with pytest.raises(ValueError) as raised:
+            training.train(
+                _model(), binary_data, epochs=3, checkpoint_dir=tmp_path, verbose=0, **kwargs
+            )
+        assert str(raised.value) == (
+            f"{tmp_path} already holds a checkpoint of epoch 2: pass --resume (resume=True) "
+            "to continue it, --overwrite (overwrite=True) to delete it and start afresh, or "
+            "choose another folder."
+        )
+    assert (tmp_path / "state.json").read_text() == before
+    assert [p.name for p in tmp_path.glob("*.keras")] == ["epoch-0002.keras"]
+    with pytest.raises(ValueError, match="pass one"):
+        training.train(
+            _model(), binary_data, epochs=3, checkpoint_dir=tmp_path, resume=True, overwrite=True
+        )
+    (tmp_path / "state.json").write_text("{")  # a state that cannot be read is refused too
+    with pytest.raises(ValueError, match=r"holds a checkpoint \(.*state.json cannot be read\)"):
+        training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+
+
+def test_overwrite_deletes_the_checkpoint_and_starts_afresh(binary_data, tmp_path):
+    training.train(_model(), binary_data, epochs=2, checkpoint_dir=tmp_path, verbose=0)
+
+    class Look(keras.callbacks.Callback):  # what the folder holds as the new run starts
+        def on_train_begin(self, logs=None):
+            self.files = sorted(p.name for p in tmp_path.iterdir())
+
+    look = Look()
+    history = training.train(
+        _model(),
+        binary_data,
+        epochs=1,
+        checkpoint_dir=tmp_path,
+        overwrite=True,
+        callbacks=[look],
+        verbose=0,
+    )
+    assert look.files == [".lock"]  # deleted up front
+    assert history.epoch == [0]
+    assert int(keras.ops.convert_to_numpy(history.model.optimizer.iterations)) == 2
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 1
+    assert [p.name for p in tmp_path.glob("*.keras")] == ["epoch-0001.keras"]
+
+
+def _failing_writes(monkeypatch, name):
+    """Makes the checkpoint's writes of the file `name` fail as on a full disk."""
+    write = training.atomic_write
+
+    def atomic_write(path, *args, **kwargs):
+        if pathlib.Path(path).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(training, "atomic_write", atomic_write)
+
+
+@pytest.mark.parametrize("name", ["epoch-0002.keras", "state.json"])
+def test_a_failed_checkpoint_write_names_the_file_and_the_epoch_kept(
+    binary_data, tmp_path, monkeypatch, name
+):
+    training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    _failing_writes(monkeypatch, name)
+    with pytest.raises(training.CheckpointWriteError) as raised:
+        training.train(
+            _model(), binary_data, epochs=3, checkpoint_dir=tmp_path, resume=True, verbose=0
+        )
+    message = str(raised.value)
+    assert isinstance(raised.value, OSError)
+    assert message.startswith(
+        f"Could not write the checkpoint of epoch 2: writing {tmp_path / name} failed "
+        "(OSError: [Errno 28] No space left on device"
+    ), message
+    assert message.endswith(
+        f"{tmp_path} still holds the checkpoint of epoch 1: fix the cause, then continue from "
+        "it with resume=True (--resume)."
+    ), message
+    monkeypatch.undo()
+    history = training.train(
+        _model(), binary_data, epochs=2, checkpoint_dir=tmp_path, resume=True, verbose=0
+    )
+    assert history.epoch == [1]  # epoch 1 resumed
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 2
+
+
+def test_a_failed_first_checkpoint_write_says_there_is_none(binary_data, tmp_path, monkeypatch):
+    _failing_writes(monkeypatch, "epoch-0001.keras")
+    with pytest.raises(training.CheckpointWriteError, match="holds no checkpoint yet"):
+        training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+
+
+# Resumes the checkpoint in argv[1] on the data in argv[2] with files limited to argv[3] bytes
+# (RLIMIT_FSIZE: a larger write fails with EFBIG, as on a full disk; Python ignores SIGXFSZ).
+_LIMITED_FILES = """
+import resource, sys
+import numpy as np
+from tfdlgm import training
+folder, data, limit = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+model = training.latest_checkpoint(folder)[0]
+try:
+    training.train(model, data, epochs=3, checkpoint_dir=folder, resume=True, verbose=0)
+except training.CheckpointWriteError as error:
+    print(error)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE is POSIX")
+def test_a_checkpoint_write_the_file_system_refuses_keeps_the_last_epoch(binary_data, tmp_path):
+    training.train(_model(), binary_data, epochs=1, checkpoint_dir=tmp_path, verbose=0)
+    state = (tmp_path / "state.json").read_text()
+    np.save(tmp_path.parent / "data.npy", binary_data)
+    limit = json.loads(state)["bytes"] // 2  # too small for the model file of epoch 2
+    process = subprocess.run(
+        [sys.executable, "-c", _LIMITED_FILES, str(tmp_path), str(tmp_path.parent / "data.npy"),
+         str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr[-3000:]
+    message = process.stdout.strip().splitlines()[-1]
+    assert message.startswith(
+        f"Could not write the checkpoint of epoch 2: writing {tmp_path / 'epoch-0002.keras'} "
+        "failed ("
+    ), message
+    assert message.endswith(
+        f"{tmp_path} still holds the checkpoint of epoch 1: fix the cause, then continue from "
+        "it with resume=True (--resume)."
+    ), message
+    assert (tmp_path / "state.json").read_text() == state
+    assert not list(tmp_path.glob(".tmp-*"))
+    history = training.train(
+        _model(), binary_data, epochs=2, checkpoint_dir=tmp_path, resume=True, verbose=0
+    )
+    assert history.epoch == [1]
 
 
 def test_bad_arguments(binary_data, tmp_path):
@@ -256,13 +400,35 @@ def test_a_huge_learning_rate_is_reported_by_the_command_line(mnist_path, tmp_pa
     assert "learning rate too high" in err and len(err.strip().splitlines()) == 1
 
 
-def _train_arguments(checkpoint_dir, *extra):
-    """`tfdlgm train` on a tiny VAE: 256 MNIST images, 4 batches an epoch, 2 epochs."""
+def _train_arguments(checkpoint_dir, *extra, model=True):
+    """`tfdlgm train` on a tiny VAE: 256 MNIST images, 4 batches an epoch, 2 epochs (without
+    the flags that describe the model when `model` is False: a resumed run's)."""
+    model_flags = ["--model", "vae", "--latent-dims", "2", "--hidden", "16", "--seed", "3"]
     return [
-        "train", "--model", "vae", "--latent-dims", "2", "--hidden", "16", "--seed", "3",
+        "train", *(model_flags if model else []),
         "--train-examples", "256", "--batch-size", "64", "--validation-examples", "0",
         "--epochs", "2", "--warm-up", "2", "--checkpoint-dir", str(checkpoint_dir), *extra,
     ]  # fmt: skip
+
+
+def test_a_failed_checkpoint_write_is_reported_on_its_own_line(
+    mnist_path, tmp_path, monkeypatch, capsys
+):
+    from tfdlgm import cli
+
+    _failing_writes(monkeypatch, "epoch-0002.keras")
+    assert cli.main(_train_arguments(tmp_path)) == 1
+    out, err = capsys.readouterr()
+    assert out.endswith("\n")  # the progress bar's line is ended before the error
+    assert err.startswith(
+        "tfdlgm train: error: Could not write the checkpoint of epoch 2: writing "
+        f"{tmp_path / 'epoch-0002.keras'} failed"
+    ), err
+    assert err.strip().endswith(
+        f"{tmp_path} still holds the checkpoint of epoch 1: fix the cause, then continue from "
+        "it with resume=True (--resume)."
+    )
+    assert len(err.strip().splitlines()) == 1
 
 
 def _cli_process(marker, hang_at, arguments):
@@ -275,15 +441,19 @@ def _cli_process(marker, hang_at, arguments):
     )
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(mnist_path, tmp_path, monkeypatch):
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(
+    mnist_path, tmp_path, monkeypatch, capsys
+):
     """A `tfdlgm train` process is killed (SIGKILL) in the middle of epoch 2, after its 2nd of 4
     batches, with epoch 1 checkpointed; `tfdlgm train --resume` (here in process, to save an
-    interpreter start) finishes it. Its final state is bit for bit that of an identical
-    process that was never stopped, on the backend the tests run on: weights, `kl_weight`
-    (warm-up), the model's random stream, Adam's moments and iteration count. Exact because
-    every random draw of a resumed epoch is restored or recomputed from (seed, epoch): the
-    model's `SeedGenerator` state is saved with it, and `NumpyBatches` (dynamic binarisation,
-    shuffling) is set to the epoch it resumes at."""
+    interpreter start, and without the flags that describe the model, `--seed` included:
+    they come from the checkpoint) finishes it. Its final state is bit for bit that of an
+    identical process that was never stopped, on the backend the tests run on: weights,
+    `kl_weight` (warm-up), the model's random stream, Adam's moments and iteration count. Exact
+    because every random draw of a resumed epoch is restored or recomputed from (seed, epoch):
+    the model's `SeedGenerator` state is saved with it, and `NumpyBatches` (dynamic
+    binarisation, shuffling) is set to the epoch it resumes at. While the killed process
+    trains, it owns its folder: a second run there is refused, naming it."""
     from tfdlgm import cli
 
     monkeypatch.setenv("TFDLGM_MNIST", mnist_path)
@@ -296,12 +466,19 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(mnist_path, tmp_path
     while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), killed.communicate()[0][-3000:]
+    # While it trains, the process owns its folder: a second run is refused, naming it.
+    assert cli.main(_train_arguments(killed_dir, "--resume")) == 1
+    assert f"is in use by another run (pid {killed.pid} on " in capsys.readouterr().err
     os.kill(killed.pid, signal.SIGKILL)
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
     assert json.loads((killed_dir / "state.json").read_text())["epoch"] == 1  # mid epoch 2
     resumed_file = str(tmp_path / "resumed.keras")
-    assert cli.main(_train_arguments(killed_dir, "--resume", "--output", resumed_file)) == 0
+    # Resumed without the flags that describe the model: the checkpoint's are used, --seed too.
+    resumed_arguments = _train_arguments(
+        killed_dir, "--resume", "--output", resumed_file, model=False
+    )
+    assert cli.main(resumed_arguments) == 0
     output = whole.communicate(timeout=240)[0]
     assert whole.returncode == 0, output[-3000:]
     whole_model = keras.models.load_model(tmp_path / "whole.keras")

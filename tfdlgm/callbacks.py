@@ -121,7 +121,7 @@ class LatentDiagnostics(keras.callbacks.Callback):
                 if name.startswith("kl_") or name == "elbo":
                     logs[f"val_{name}"] = value
             logs[f"val_L_{self.num_samples}"] = float(
-                model.iwae_bound(self.x, self.num_samples, seed=self.seed).mean()
+                model.iwae_bound(self.x, self.num_samples, seed=self.seed, verbose=0).mean()
             )
 
 

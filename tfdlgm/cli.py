@@ -18,6 +18,12 @@ asks for another one the command starts itself again in a fresh interpreter with
 
 Exit status: 0 on success, 1 when the command failed (a missing file, a file that is not a
 model, an unknown preset: one line on stderr, no traceback), 2 on a usage error (argparse's).
+
+Every path a verb writes (`--output`/`-o`, `--logdir`, `--checkpoint-dir`) is checked before
+any work starts (`_check_output`). `train --checkpoint-dir DIR` owns DIR for the whole run
+(`tfdlgm.files.hold_folder`), refuses a DIR that holds a checkpoint unless `--resume` or
+`--overwrite`, and with `--resume` takes the model from the checkpoint: the flags that
+describe the model may be omitted, and those given must agree with it (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ MODELS = ("dlgm", "vae", "lvae", "fa")
 BACKENDS = ("tensorflow", "jax")
 IMPUTATION_METHODS = ("pseudo_gibbs", "metropolis_within_gibbs")
 _RESTARTED = "_TFDLGM_CLI_RESTARTED"  # set in the environment of the restarted command
+# `train`'s defaults, filled in after parsing (argparse's are None, so that `_train` knows which
+# flags were given); with --resume the checkpoint's values replace the model's.
+TRAINING_DEFAULTS = {"batch_size": 100, "learning_rate": 1e-3}
+DEFAULT_SEED = 0
 
 
 class CommandError(Exception):
@@ -84,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = verbs.add_parser("zoo", help="the pretrained presets", description="The presets.")
     zoo.set_defaults(command="zoo", run=lambda args: zoo.print_help(sys.stderr) or 2)
     zoo_verbs = zoo.add_subparsers(title="commands", metavar="COMMAND")
-    listing = zoo_verbs.add_parser("list", help="list the presets", description="The presets.")
+    listing = zoo_verbs.add_parser(
+        "list",
+        help="list the presets",
+        description="The presets: data set, objective, test L_5000 (nats), parameters.",
+    )
     listing.set_defaults(command="zoo list", run=_zoo_list)
     card = zoo_verbs.add_parser("card", help="print a preset's card", description="A card.")
     card.add_argument("name", help="preset name (see `tfdlgm zoo list`) or folder")
@@ -98,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "SIGTERM ends it after the epoch in progress (and writes --output); a second, at once.",
     )
     model = train.add_argument_group("model")
-    model.add_argument("--model", choices=MODELS, required=True, help="the model family")
+    model.add_argument(
+        "--model", choices=MODELS, help="the model family (with --resume: the checkpoint's)"
+    )
     model.add_argument(
         "--latent-dims", type=_int_list, help="units per latent layer, bottom first: 50 or 64,32"
     )
@@ -109,12 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--objective", choices=("elbo", "iwae"), default=None)
     model.add_argument("--num-samples", type=_positive_int, help="k: samples per example")
-    model.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
+    model.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        help=f"default: {DEFAULT_SEED} (with --resume: the checkpoint's)",
+    )
     fitting = train.add_argument_group("training")
     fitting.add_argument("--epochs", type=_positive_int, required=True, help="epochs to reach")
-    fitting.add_argument("--batch-size", type=_positive_int, default=100, help="default: 100")
     fitting.add_argument(
-        "--learning-rate", type=_positive_float, default=1e-3, help="Adam's; default: 1e-3"
+        "--batch-size", type=_positive_int, help=f"default: {TRAINING_DEFAULTS['batch_size']}"
+    )
+    fitting.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        help=f"Adam's; default: {TRAINING_DEFAULTS['learning_rate']:g} (with --resume: the "
+        "checkpoint's optimizer's)",
     )
     fitting.add_argument("--warm-up", type=_positive_int, help="KL warm-up epochs")
     fitting.add_argument(
@@ -129,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument("--logdir", help="TensorBoard logs (tensorboard --logdir DIR)")
     fitting.add_argument("--checkpoint-dir", help="checkpoint every epoch into this folder")
     fitting.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    fitting.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the checkpoint in --checkpoint-dir as the run starts, and start afresh",
+    )
     fitting.add_argument("--output", type=_keras_file, help="save the trained model (.keras)")
     _add_devices_argument(fitting)
     train.set_defaults(command="train", run=_train)
@@ -195,14 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _zoo_list(args):
+    """One line a preset: name, data set, objective, test L_5000 and trainable parameters."""
     from tfdlgm import zoo
 
     for name in zoo.list():
-        preset = zoo.config(name)
-        figure = preset["figures"].get("log_likelihood")
-        summary = f"L_5000 {figure:.2f}" if isinstance(figure, (int, float)) else ""
-        class_name = preset["model"]["class_name"].split(">")[-1]
-        print(f"{name:20} {class_name:12} {preset['parameters']:>10,} parameters  {summary}")
+        metadata = zoo.metadata(name)
+        figure = metadata["figures"].get("log_likelihood")
+        nll = f"L_5000 {figure:7.2f}" if isinstance(figure, (int, float)) else f"{'':14}"
+        data = metadata.get("data", {})
+        dataset = data.get("dataset", "?") + (", binarised" if data.get("binarization") else "")
+        objective = metadata["training"].get("objective", "?")
+        parameters = f"{metadata['parameters']:>10,} parameters"
+        print(f"{name:12} {dataset:18} {objective:32} {nll}  {parameters}")
 
 
 def _zoo_card(args):
@@ -214,20 +248,143 @@ def _zoo_card(args):
 def _train(args):
     import keras
 
+    from tfdlgm import files, training
+
+    if args.model is None and not args.resume:
+        raise CommandError("the following arguments are required: --model", 2)
     if args.resume and args.checkpoint_dir is None:
         raise CommandError("--resume needs --checkpoint-dir, the folder to resume from", 2)
-    keras.utils.set_random_seed(args.seed)
-    with _data_parallel(args.devices):
-        _train_in_block(args)
+    if args.resume and args.overwrite:
+        raise CommandError(
+            "--resume continues the checkpoint and --overwrite deletes it: pass one", 2
+        )
+    _check_output(args.output, "--output")
+    _check_output(args.logdir, "--logdir", folder=True)
+    _check_output(args.checkpoint_dir, "--checkpoint-dir", folder=True)
+    owner = (
+        contextlib.nullcontext()
+        if args.checkpoint_dir is None
+        else files.hold_folder(args.checkpoint_dir)
+    )
+    try:
+        with owner:
+            checkpoint = None
+            if args.checkpoint_dir is not None:
+                training.check_checkpoint_folder(
+                    args.checkpoint_dir, resume=args.resume, overwrite=args.overwrite
+                )
+                if args.resume:
+                    checkpoint = training.checkpoint_config(args.checkpoint_dir)
+            given = _fill_flags(args, checkpoint)
+            keras.utils.set_random_seed(args.seed)
+            with _data_parallel(args.devices):
+                _train_in_block(args, checkpoint, given)
+    except files.FolderInUseError as error:
+        raise CommandError(str(error)) from error
 
 
-def _train_in_block(args):
+def _fill_flags(args, checkpoint):
+    """Fills in the defaults of the flags not given. Resuming a checkpoint (`(config, epoch)`),
+    `--model` and `--seed` take the checkpoint's values, the model flags given must agree
+    with its model (a `CommandError` listing each that does not), and the training flags
+    given are said on stderr. Returns the training flags given, as `{option: value}`."""
+    given = {option: getattr(args, option) for option in TRAINING_DEFAULTS}
+    given = {option: value for option, value in given.items() if value is not None}
+    for option, value in TRAINING_DEFAULTS.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
+    if checkpoint is None:
+        if args.seed is None:
+            args.seed = DEFAULT_SEED
+        if args.model is None:
+            raise CommandError(
+                f"--model is required: --resume found no checkpoint in {args.checkpoint_dir}", 2
+            )
+        return given
+    config, epoch = checkpoint
+    saved = _checkpoint_flags(config)
+    disagree = [
+        f"--{option.replace('_', '-')} {_flag_text(getattr(args, option))} (the checkpoint's: "
+        f"{_flag_text(value)})"
+        for option, value in saved.items()
+        if getattr(args, option) is not None and getattr(args, option) != value
+    ]
+    if disagree:
+        raise CommandError(
+            f"--resume: the checkpoint in {args.checkpoint_dir} (epoch {epoch}) holds another "
+            f"model than these flags say: {', '.join(disagree)}. Omit them to resume the "
+            "checkpoint's model, or pass --overwrite or another --checkpoint-dir to train a "
+            "new one",
+            2,
+        )
+    args.model = saved["model"]
+    args.seed = DEFAULT_SEED if saved["seed"] is None else saved["seed"]
+    if given:
+        rate = (
+            config.get("compile_config", {})
+            .get("optimizer", {})
+            .get("config", {})
+            .get("learning_rate")
+        )
+        changes = [
+            f"--{option.replace('_', '-')} {value:g}"
+            + (
+                f" (the checkpoint's optimizer had {rate:g})"
+                if option == "learning_rate" and isinstance(rate, (int, float))
+                else ""
+            )
+            for option, value in given.items()
+        ]
+        print(
+            f"tfdlgm train: resuming {args.checkpoint_dir} at epoch {epoch} with "
+            f"{', '.join(changes)}",
+            file=sys.stderr,
+        )
+    return given
+
+
+def _checkpoint_flags(config):
+    """The model flags' values of a checkpoint's model config (None: it has no such flag)."""
+    families = {cls.__name__: family for family, cls in _model_classes().items()}
+    options = config.get("config", {})
+    objective = options.get("objective") or {}
+    latent = options.get(
+        "latent_dims", [options["latent_dim"]] if "latent_dim" in options else None
+    )
+    return {
+        "model": families.get(config.get("class_name"), config.get("class_name")),
+        "latent_dims": None if latent is None else tuple(latent),
+        "hidden": None if options.get("hidden") is None else tuple(options["hidden"]),
+        "covariance": options.get("covariance"),
+        "likelihood": options.get("likelihood"),
+        "objective": objective.get("name"),
+        "num_samples": objective.get("num_samples"),
+        "seed": options.get("seed"),
+    }
+
+
+def _flag_text(value):
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _train_in_block(args, checkpoint, given):
     import keras
 
     from tfdlgm import callbacks, datasets, training
 
-    model = _build_model(args)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    extra = [callbacks.StopOnSignal()]
+    if checkpoint is None:
+        model = _build_model(args)
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    else:  # the checkpoint's architecture; `training.train` loads its weights and optimizer
+        model = keras.saving.deserialize_keras_object(checkpoint[0])
+        if "learning_rate" in given:
+            rate = args.learning_rate
+            extra.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rate))
     arrays = datasets.load_mnist_arrays()
     x_train = arrays["train"][: args.train_examples]
     train_data = datasets.NumpyBatches(
@@ -241,9 +398,10 @@ def _train_in_block(args):
             binarize="fixed",
             seed=0,
         )
+    resuming = "" if checkpoint is None else f" resumed at epoch {checkpoint[1]}"
     print(
-        f"{type(model).__name__} ({model.count_params():,} parameters) on {len(x_train):,} "
-        f"MNIST images, backend {keras.backend.backend()}"
+        f"{type(model).__name__} ({model.count_params():,} parameters){resuming} on "
+        f"{len(x_train):,} MNIST images, backend {keras.backend.backend()}"
     )
     try:
         history = training.train(
@@ -255,10 +413,14 @@ def _train_in_block(args):
             resume=args.resume,
             validation_data=validation_data,
             warm_up_epochs=args.warm_up,
-            callbacks=[callbacks.StopOnSignal()],
+            callbacks=extra,
+            overwrite=args.overwrite,
         )
-    except training.NonFiniteLossError as error:
-        raise CommandError(str(error)) from error
+    except Exception as error:
+        print(flush=True)  # end the progress bar's line: the error starts on its own line
+        if isinstance(error, training.NonFiniteLossError):
+            raise CommandError(str(error)) from error
+        raise
     if args.output:
         history.model.save(args.output)
         print(f"Model written to {args.output}")
@@ -272,8 +434,10 @@ def _eval(args):
         model = _load_model(args.model)
         x = _mnist_examples(model, args.split, args.examples)
         print(f"Evaluating {args.model} on {len(x):,} {args.split} images (k = {args.k:,})...")
-        figures = evaluate_protocol(model, x, k=args.k, seed=args.seed, k_examples=args.k_examples)
-    card = zoo.config(args.model)["figures"] if args.model in zoo.list() else {}
+        figures = evaluate_protocol(
+            model, x, k=args.k, seed=args.seed, k_examples=args.k_examples, verbose="auto"
+        )
+    card = zoo.metadata(args.model)["figures"] if args.model in zoo.list() else {}
     names = [("ELBO", "elbo", "elbo")] + [
         (f"L_{j}", f"L_{j}", "log_likelihood" if j == 5000 else f"L_{j}")
         for j in sorted({1, 5, 50, args.k})
@@ -292,10 +456,10 @@ def _eval(args):
 def _sample(args):
     from tfdlgm import images
 
+    _check_output(args.output, "-o")
     model = _load_model(args.model)
     shape = _image_shape(model)
     x = model.sample(args.n, seed=args.seed, mean=not args.draws)
-    _check_output_folder(args.output)
     images.save_grid(x, args.output, image_shape=shape)
     print(f"{args.n} samples written to {args.output}")
 
@@ -306,6 +470,7 @@ def _impute(args):
     from tfdlgm import images
     from tfdlgm import impute as imputation
 
+    _check_output(args.output, "-o")
     model = _load_model(args.model)
     shape = _image_shape(model)
     x = _mnist_examples(model, "test", args.examples)
@@ -316,7 +481,6 @@ def _impute(args):
         mask = np.random.default_rng(args.seed).uniform(size=x.shape) >= missing_fraction
     masked = np.where(mask, x, np.nan)
     result = model.impute(masked, mask, method=args.method, steps=args.steps, seed=args.seed)
-    _check_output_folder(args.output)
     images.save_grid(np.stack([x, masked, result.completed]), args.output, image_shape=shape)
     rate = result.acceptance_rate
     accepted = "" if rate is None else f", acceptance rate {rate:.2f}"
@@ -371,15 +535,20 @@ def _use_backend(backend, argv):
     os.execv(sys.executable, [sys.executable, "-m", "tfdlgm.cli", *argv])
 
 
-def _build_model(args):
+def _model_classes():
+    """`{--model value: its class}`."""
     from tfdlgm import models
 
-    classes = {
+    return {
         "dlgm": models.DLGM,
         "vae": models.VAE,
         "lvae": models.LadderVAE,
         "fa": models.FactorAnalysis,
     }
+
+
+def _build_model(args):
+    classes = _model_classes()
     not_for = {
         "hidden": ("fa",),
         "covariance": ("lvae",),
@@ -469,10 +638,36 @@ def _image_shape(model):
     return (side, side)
 
 
-def _check_output_folder(path):
-    folder = pathlib.Path(path).parent
-    if not folder.is_dir():
-        raise CommandError(f"cannot write {path}: the folder {folder} does not exist")
+def _check_output(path, option, folder=False):
+    """Fails at once (`CommandError`) unless the command can write `path` (None: not asked).
+
+    A file (`folder=False`) needs an existing, writable parent folder and must not be a
+    folder; a folder (`folder=True`, created by the command if missing) must not be a file,
+    and it, or else its nearest existing ancestor, must be a writable folder.
+    """
+    if path is None:
+        return
+    path = pathlib.Path(path)
+    cannot = f"{option}: cannot write {path}:"
+    if folder and path.exists() and not path.is_dir():
+        raise CommandError(f"{cannot} it is a file, expected a folder; choose another path")
+    if not folder and path.is_dir():
+        raise CommandError(f"{cannot} it is a folder, expected a file name")
+    if folder:
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise CommandError(f"{cannot} {parent} is a file, so the folder cannot be created")
+    else:
+        parent = path.parent
+        if not parent.is_dir():
+            what = "is a file, not a folder" if parent.exists() else "does not exist"
+            raise CommandError(f"{cannot} the folder {parent} {what}; create it or choose another")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CommandError(f"{cannot} the folder {parent} is not writable")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise CommandError(f"{cannot} the file is read-only")
 
 
 def _print_error(args, error):

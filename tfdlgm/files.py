@@ -1,14 +1,24 @@
-"""File helpers shared by checkpoints (`training`) and presets (`zoo`): checksums and atomic
-writes."""
+"""File helpers shared by checkpoints (`training`) and presets (`zoo`): checksums, atomic
+writes, and one owner per folder (`hold_folder`)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
+import socket
 import tempfile
+import threading
+from collections.abc import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: `hold_folder` locks nothing
+    fcntl = None
 
 TEMPORARY_PREFIX = ".tmp-"
+LOCK_FILE = ".lock"
 
 
 def sha256(path: pathlib.Path) -> str:
@@ -49,3 +59,100 @@ def atomic_write(path: pathlib.Path, write, same=None) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+class FolderInUseError(RuntimeError):
+    """Another process (or thread) holds the folder that `hold_folder` was asked for.
+
+    Attributes:
+        folder: pathlib.Path, the folder.
+        holder: str, who holds it as its lock file says (`"pid 123 on host"`), or `"unknown"`.
+    """
+
+    def __init__(self, message, folder, holder):
+        super().__init__(message)
+        self.folder = folder
+        self.holder = holder
+
+
+_held = threading.local()  # the folders this thread holds: {resolved path: depth}
+
+
+@contextlib.contextmanager
+def hold_folder(folder: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """Makes this thread the one owner of `folder` (created if needed) while the block runs.
+
+    The lock is an exclusive `fcntl.flock` on `folder/.lock` (`LOCK_FILE`), which then holds
+    the owner's pid and host name for the message another process gets. The kernel releases
+    a flock when its process ends, killed or not, so a lock left by a dead process never
+    blocks the next owner: the file stays, its stale content is overwritten. A thread that
+    holds `folder` may hold it again (the `tfdlgm train` command holds its checkpoint folder
+    and `tfdlgm.training.train` holds it again inside); any other thread or process is
+    refused at once. Local file systems only: on NFS, `flock` is as reliable as the server's
+    locks. Where `fcntl` does not exist (Windows) nothing is locked.
+
+    Args:
+        folder: str or path-like, the folder to own.
+
+    Yields:
+        The folder, as a `pathlib.Path`.
+
+    Raises:
+        FolderInUseError: (a `RuntimeError`) if another thread or process holds `folder`.
+        NotADirectoryError: if `folder` is a file.
+    """
+    folder = pathlib.Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder: choose another folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    held = _held.__dict__.setdefault("folders", {})
+    if key in held or fcntl is None:
+        held[key] = held.get(key, 0) + 1
+        try:
+            yield folder
+        finally:
+            held[key] -= 1
+            if not held[key]:
+                del held[key]
+        return
+    lock = folder / LOCK_FILE
+    handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 1024, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise FolderInUseError(
+                f"{folder} is in use by another run ({holder}, as {lock} says): wait for "
+                "it to end or stop it, or choose another folder.",
+                folder,
+                holder,
+            ) from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        held[key] = 1
+        try:
+            yield folder
+        finally:
+            del held[key]
+            os.ftruncate(handle, 0)
+    finally:
+        os.close(handle)  # releases the flock
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[pathlib.Path]:
+    """Removes the temporary `.tmp-*` files that killed `atomic_write`s left in `folder`.
+
+    Call it only while holding `folder` (`hold_folder`): another live writer's temporary
+    files are in use.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in pathlib.Path(folder).glob(f"{TEMPORARY_PREFIX}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -63,6 +63,7 @@ from keras import ops
 
 from tfdlgm import objectives, validation
 from tfdlgm.backend import tfp_seed
+from tfdlgm.progress import Progress, check_verbose
 
 METHODS = ("pseudo_gibbs", "metropolis_within_gibbs")
 
@@ -107,6 +108,7 @@ def impute(
     num_chains: int = 1,
     seed: int | None = None,
     return_chain: bool = False,
+    verbose="auto",
 ) -> ImputationResult:
     """Draws the missing entries of `x` from a `LatentModel` by a Markov chain.
 
@@ -130,6 +132,9 @@ def impute(
             predictive mean and variance. Defaults to `1`.
         seed: int or None, for a reproducible chain. Defaults to `None` (the model's stream).
         return_chain: bool, keep the completion after every step. Defaults to `False`.
+        verbose: `0` (silent), `1` (a progress bar over the steps, with the time left and
+            the time per step), `2` (one line at the end) or `"auto"` (1 in a terminal, else
+            0; `tfdlgm.progress`). Defaults to `"auto"`.
 
     Returns:
         `ImputationResult`.
@@ -157,6 +162,7 @@ def impute(
     num_chains = validation.check_positive_int(num_chains, "num_chains")
     if not isinstance(return_chain, (bool, np.bool_)):
         raise ValueError(f"`return_chain` must be a bool. Received: return_chain={return_chain!r}")
+    verbose = check_verbose(verbose)
     original, data, mask = validation.check_missing_data(
         x, mask, model.data_dim, model.support, model.compute_dtype
     )
@@ -171,11 +177,13 @@ def impute(
     start = model.generate(batch * num_chains, generator).sample(seed=tfp_seed(generator))
     v = ops.where(observed, data, start)  # [C * B, D]
     v = chain.start(model, v, data, observed, generator)
+    progress = Progress(steps, verbose, unit_name="step")
     states = []
-    for _ in range(steps):
+    for step in range(steps):
         v = chain.step(model, v, data, observed, generator)
         if return_chain:
             states.append(ops.convert_to_numpy(v))
+        progress.update(step + 1, v)
 
     def complete(values):  # [..., C * B, D] -> [..., C, B, D] with the caller's observed entries
         values = np.reshape(values, values.shape[:-2] + (num_chains, batch, dim))

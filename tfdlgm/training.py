@@ -24,10 +24,22 @@ checksum, "logs": the epoch's logs}`). Every epoch the model file is written to 
 point leaves a `state.json` that names a complete model file: at worst a stray `.tmp-*` file
 or a newer `epoch-*.keras` that `state.json` does not name yet, which are never read.
 
+One owner per folder. `train` holds `checkpoint_dir` for the whole run
+(`tfdlgm.files.hold_folder`: an OS lock on its `.lock` file, released by the kernel when the
+process ends, killed or not): a second run on the same folder is refused at once with
+`tfdlgm.files.FolderInUseError`, naming the process that holds it. Once it owns the folder,
+`train` removes the `.tmp-*` files that killed writes left there. A run that does not resume
+is refused (`ValueError`) when the folder already holds a checkpoint, which it would otherwise
+replace after its first epoch: pass `resume=True` to continue it, or `overwrite=True` to
+delete it as the run starts. A checkpoint write that fails (a full disk, a read-only folder)
+stops training with `CheckpointWriteError`, naming the file and the epoch the folder still
+holds.
+
 Resuming reads only `state.json` and the file it names, after checking that file's size and
 sha256. A `state.json` that cannot be parsed, or names a missing, truncated or altered file,
 is a `ValueError` naming the file and the problem; nothing is loaded (one checkpoint is kept,
-so there is no older one to fall back to). Delete the folder to start again.
+so there is no older one to fall back to). Delete the folder, or pass `overwrite=True`, to
+start again.
 
 Exact resume. A run killed mid-epoch and resumed gives bit for bit the weights of the run that
 was never stopped when all of its randomness is restored: the model's random stream, the
@@ -44,26 +56,32 @@ first callback), before that epoch is checkpointed.
 The `fit` callbacks `train` uses, in order, for library users who call `fit` themselves:
 `NonFiniteLossGuard()`, `KLWarmUp(warm_up_epochs)`, your `callbacks`,
 `tfdlgm.callbacks.TensorBoard(logdir, x=...)` and `Checkpoint(checkpoint_dir)`, with
-`fit(initial_epoch=epoch)` and `data.set_epoch(epoch)` when resuming.
+`fit(initial_epoch=epoch)` and `data.set_epoch(epoch)` when resuming, all inside
+`with tfdlgm.files.hold_folder(checkpoint_dir):` to own the folder as `train` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import zipfile
 
 import keras
 import numpy as np
 
-from tfdlgm import backend, layers, validation
+from tfdlgm import backend, files, layers, validation
 from tfdlgm import callbacks as callbacks_module
-from tfdlgm.files import atomic_write, sha256
+from tfdlgm.files import atomic_write, hold_folder, remove_temporaries, sha256
 from tfdlgm.models.base import LatentModel
 
 MODEL_FILE = "epoch-{epoch:04d}.keras"
 STATE_FILE = "state.json"
 NonFiniteLossError = callbacks_module.NonFiniteLossError
+FolderInUseError = files.FolderInUseError
+# Files of a checkpoint (`overwrite=True` removes them); `.lock` and `.tmp-*` are not.
+CHECKPOINT_FILES = (STATE_FILE, "epoch-*.keras")
 # Held-out examples `TensorBoard` computes its diagnostics and reconstructions on.
 DIAGNOSTIC_EXAMPLES = 500
 
@@ -80,6 +98,7 @@ def train(
     warm_up_epochs: int | None = None,
     verbose: int | str = 1,
     initial_epoch: int = 0,
+    overwrite: bool = False,
 ) -> keras.callbacks.History:
     """Trains a compiled `LatentModel` with `model.fit` up to epoch `epochs`.
 
@@ -94,7 +113,8 @@ def train(
             installed; diagnostics on the first `DIAGNOSTIC_EXAMPLES` examples of
             `validation_data`, when given). Defaults to `None`.
         checkpoint_dir: str or path-like or None, checkpoint there every epoch (see the module
-            docstring). Defaults to `None`.
+            docstring); created if needed, and held by this run alone while it runs.
+            Defaults to `None`.
         resume: bool, continue from the checkpoint in `checkpoint_dir` with
             `fit(initial_epoch=...)`; with no checkpoint there yet, start from `model`.
             Defaults to `False`.
@@ -107,13 +127,21 @@ def train(
             preset being fine-tuned): training runs epochs `initial_epoch + 1 .. epochs` and
             the warm-up and checkpoints count from there. A resumed checkpoint's own epoch
             count replaces it. Defaults to `0`.
+        overwrite: bool, start afresh in a `checkpoint_dir` that holds a checkpoint: its
+            `state.json` and `epoch-*.keras` are deleted up front, once this run owns the
+            folder (so a run stopped before its first epoch leaves no checkpoint). Without
+            it (and without `resume`) such a folder is refused. Defaults to `False`.
 
     Returns:
         The `keras.callbacks.History` of `fit`; `history.model` is the model trained.
 
     Raises:
-        ValueError: on a bad argument, `resume=True` without `checkpoint_dir`, or a checkpoint
-            that cannot be loaded (see the module docstring).
+        ValueError: on a bad argument, `resume=True` without `checkpoint_dir`, a
+            `checkpoint_dir` that holds a checkpoint with neither `resume` nor `overwrite`, or
+            a checkpoint that cannot be loaded (see the module docstring).
+        FolderInUseError: (`tfdlgm.files.FolderInUseError`, a `RuntimeError`) if another run
+            holds `checkpoint_dir`.
+        CheckpointWriteError: (an `OSError`) if a checkpoint cannot be written.
         NonFiniteLossError: (a `RuntimeError`) on a NaN or infinite loss or weight; it names
             the epoch, the batch, and the epoch the checkpoint holds.
     """
@@ -135,15 +163,56 @@ def train(
             "`resume=True` needs `checkpoint_dir`, the folder of the checkpoint to continue. "
             "Received: checkpoint_dir=None"
         )
-    initial_epoch = validation.check_nonnegative_int(initial_epoch, "initial_epoch")
-    if resume:
-        checkpoint = latest_checkpoint(checkpoint_dir)
-        if checkpoint is not None:
-            model, initial_epoch = checkpoint
-    if getattr(model, "optimizer", None) is None:
+    if resume and overwrite:
         raise ValueError(
-            "`model` must be compiled before training, e.g. `model.compile(optimizer='adam')`."
+            "`resume=True` continues the checkpoint and `overwrite=True` deletes it: pass one. "
+            "Received: resume=True, overwrite=True"
         )
+    initial_epoch = validation.check_nonnegative_int(initial_epoch, "initial_epoch")
+    owner = contextlib.nullcontext() if checkpoint_dir is None else hold_folder(checkpoint_dir)
+    with owner:
+        if checkpoint_dir is not None:
+            remove_temporaries(checkpoint_dir)
+            check_checkpoint_folder(checkpoint_dir, resume=resume, overwrite=overwrite)
+        if resume:
+            checkpoint = latest_checkpoint(checkpoint_dir)
+            if checkpoint is not None:
+                model, initial_epoch = checkpoint
+        if getattr(model, "optimizer", None) is None:
+            raise ValueError(
+                "`model` must be compiled before training, e.g. `model.compile(optimizer='adam')`."
+            )
+        if overwrite and checkpoint_dir is not None:
+            for pattern in CHECKPOINT_FILES:  # state.json first: then no checkpoint is left
+                for path in pathlib.Path(checkpoint_dir).glob(pattern):
+                    path.unlink(missing_ok=True)
+        return _fit(
+            model,
+            train_data,
+            epochs,
+            logdir,
+            checkpoint_dir,
+            validation_data,
+            callbacks,
+            warm_up_epochs,
+            verbose,
+            initial_epoch,
+        )
+
+
+def _fit(
+    model,
+    train_data,
+    epochs,
+    logdir,
+    checkpoint_dir,
+    validation_data,
+    callbacks,
+    warm_up_epochs,
+    verbose,
+    initial_epoch,
+):
+    """`train` once it owns `checkpoint_dir` and has the model to train."""
     if hasattr(train_data, "set_epoch"):  # NumpyBatches: draw the batches of this epoch
         train_data.set_epoch(initial_epoch)
     extra = [callbacks_module.NonFiniteLossGuard()]
@@ -184,6 +253,50 @@ def train(
         ) from error
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint file could not be written; the folder still holds the epoch before."""
+
+
+def check_checkpoint_folder(
+    checkpoint_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False
+) -> int | None:
+    """Checks that a run may checkpoint into `checkpoint_dir`; returns the epoch it holds.
+
+    `train` calls it once it owns the folder; the `tfdlgm train` command also calls it before
+    loading any data, to fail at once.
+
+    Args:
+        checkpoint_dir: str or path-like, the folder (it need not exist yet).
+        resume: bool, the run continues the checkpoint there. Defaults to `False`.
+        overwrite: bool, the run deletes the checkpoint there. Defaults to `False`.
+
+    Returns:
+        The epochs completed of the checkpoint in `checkpoint_dir`, or None when it holds
+        none (or holds a `state.json` that cannot be parsed).
+
+    Raises:
+        ValueError: if `checkpoint_dir` holds a checkpoint and neither `resume` nor
+            `overwrite` is set.
+    """
+    folder = pathlib.Path(checkpoint_dir)
+    state_path = folder / STATE_FILE
+    if not state_path.exists():
+        return None
+    state = _read_state(state_path)
+    if not (resume or overwrite):
+        holds = (
+            f"a checkpoint of epoch {state['epoch']}"
+            if state
+            else f"a checkpoint ({state_path} cannot be read)"
+        )
+        raise ValueError(
+            f"{folder} already holds {holds}: pass --resume (resume=True) to continue it, "
+            "--overwrite (overwrite=True) to delete it and start afresh, or choose another "
+            "folder."
+        )
+    return None if state is None else state["epoch"]
+
+
 def latest_checkpoint(checkpoint_dir: str | os.PathLike):
     """The checkpoint in `checkpoint_dir`: `(model, epochs completed)`, or None if it has none.
 
@@ -195,11 +308,58 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike):
         ValueError: if `state.json` cannot be parsed, or names a missing, truncated or altered
             model file, or that file cannot be loaded.
     """
+    checked = _checked_model_file(checkpoint_dir)
+    if checked is None:
+        return None
+    model_path, epoch = checked
+    try:
+        with layers.weights_to_load():  # the file holds every weight
+            model = keras.models.load_model(model_path)
+    except Exception as error:  # Keras, zipfile, h5py and json raise their own
+        raise ValueError(
+            f"The checkpoint in {model_path.parent} cannot be resumed: {model_path} does not "
+            f"load ({type(error).__name__}: {error}). {_START_AGAIN.format(model_path.parent)}"
+        ) from error
+    return model, epoch
+
+
+def checkpoint_config(checkpoint_dir: str | os.PathLike):
+    """The checkpoint's model as `model.save` described it: `(config, epochs completed)`, or
+    None if `checkpoint_dir` holds no checkpoint. Cheap: no weight is read.
+
+    `config` is the model file's `config.json`: `{"class_name", "config": the model's
+    `get_config()`, "compile_config": {"optimizer": ...}, ...}`.
+
+    Raises:
+        ValueError: as `latest_checkpoint` does.
+    """
+    checked = _checked_model_file(checkpoint_dir)
+    if checked is None:
+        return None
+    model_path, epoch = checked
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"The checkpoint in {model_path.parent} cannot be resumed: {model_path} has no "
+            f"model config ({type(error).__name__}: {error}). "
+            + _START_AGAIN.format(model_path.parent)
+        ) from error
+    return config, epoch
+
+
+_START_AGAIN = "Delete {} or pass overwrite=True (--overwrite) to start again."
+
+
+def _checked_model_file(checkpoint_dir):
+    """`(the model file state.json names, epochs completed)` after checking its size and
+    sha256, or None without `state.json`; a `ValueError` naming the problem otherwise."""
     folder = pathlib.Path(checkpoint_dir)
     state_path = folder / STATE_FILE
     if not state_path.is_file():
         return None
-    fix = f"Delete {folder} to start again."
+    fix = _START_AGAIN.format(folder)
     state = _read_state(state_path)
     if state is None:
         raise ValueError(
@@ -219,21 +379,14 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike):
             f"altered ({size} bytes, sha256 {digest}; {state_path} expects {state['bytes']} "
             f"bytes, sha256 {state['sha256']}). {fix}"
         )
-    try:
-        with layers.weights_to_load():  # the file holds every weight
-            model = keras.models.load_model(model_path)
-    except Exception as error:  # Keras, zipfile, h5py and json raise their own
-        raise ValueError(
-            f"The checkpoint in {folder} cannot be resumed: {model_path} does not load "
-            f"({type(error).__name__}: {error}). {fix}"
-        ) from error
-    return model, state["epoch"]
+    return model_path, state["epoch"]
 
 
 class Checkpoint(keras.callbacks.Callback):
     """Writes `epoch-NNNN.keras`, then `state.json` naming it with its sha256, into `folder` at
     the end of every epoch, each to a temporary `.tmp-*` file then `os.replace`d, then removes
-    older model files (see the module docstring).
+    older model files (see the module docstring). A write that fails raises
+    `CheckpointWriteError` naming the file and the epoch the folder still holds.
 
     Args:
         folder: str or path-like, created if needed.
@@ -246,16 +399,31 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         model_path = self.folder / MODEL_FILE.format(epoch=epoch + 1)
-        atomic_write(model_path, lambda path: self.model.save(path))
-        state = {
-            "epoch": epoch + 1,
-            "model": model_path.name,
-            "bytes": model_path.stat().st_size,
-            "sha256": sha256(model_path),
-            "logs": {k: _float(v) for k, v in (logs or {}).items()},
-        }
-        text = json.dumps(state, indent=2) + "\n"
-        atomic_write(self.folder / STATE_FILE, lambda path: path.write_text(text, "utf-8"))
+        target = model_path
+        try:
+            atomic_write(model_path, lambda path: self.model.save(path))
+            state = {
+                "epoch": epoch + 1,
+                "model": model_path.name,
+                "bytes": model_path.stat().st_size,
+                "sha256": sha256(model_path),
+                "logs": {k: _float(v) for k, v in (logs or {}).items()},
+            }
+            text = json.dumps(state, indent=2) + "\n"
+            target = self.folder / STATE_FILE
+            atomic_write(target, lambda path: path.write_text(text, "utf-8"))
+        except Exception as error:  # OSError mostly; Keras, zipfile and h5py raise their own
+            kept = _read_state(self.folder / STATE_FILE)
+            holds = (
+                f"{self.folder} still holds the checkpoint of epoch {kept['epoch']}: fix the "
+                "cause, then continue from it with resume=True (--resume)."
+                if kept
+                else f"{self.folder} holds no checkpoint yet: fix the cause and start again."
+            )
+            raise CheckpointWriteError(
+                f"Could not write the checkpoint of epoch {epoch + 1}: writing {target} failed "
+                f"({type(error).__name__}: {error}). {holds}"
+            ) from error
         for old in self.folder.glob("epoch-*.keras"):
             if old != model_path:
                 old.unlink(missing_ok=True)

@@ -7,31 +7,35 @@ KERAS_BACKEND=jax python tools/train.py vae-mnist --continue --epochs 1000 [--re
 KERAS_BACKEND=jax python tools/train.py vae-mnist --re-evaluate
 ```
 
-A recipe is data: `zoo/<name>/recipe.json` holds the model (registered class name and
-config), the optimizer, the batch size, the learning rate by epoch (`learning_rates`,
-`[[from_epoch, rate], ...]`, piecewise constant: the schedule the shipped preset followed),
-the KL warm-up, the epoch from which `fine_tune` trains on another objective (the
-importance-weighted bound, as Sønderby et al. 2016 fine-tune), the total `epochs`, and the
-texts and citation of the card. Since the rate and the objective are functions of the epoch
-alone, a run may be cut into pieces (`--epochs`, `--max-minutes`, `--resume`, `--continue`) and
-still follow the recipe: `tools/train.py NAME` with no flags reproduces the preset.
+A recipe is data: `zoo/<name>/recipe.json` holds the data set (`data`: "mnist", the default, or
+"frey_faces"), the model (registered class name and config), the optimizer, the batch size, the
+learning rate by epoch (`learning_rates`, `[[from_epoch, rate], ...]`, piecewise constant: the
+schedule the shipped preset followed), the KL warm-up, the epoch from which `fine_tune` trains
+on another objective (the importance-weighted bound, as Sønderby et al. 2016 fine-tune), the
+total `epochs`, and the texts and citation of the card. Since the rate and the objective are
+functions of the epoch alone, a run may be cut into pieces (`--epochs`, `--max-minutes`,
+`--resume`, `--continue`) and still follow the recipe: `tools/train.py NAME` with no flags
+reproduces the preset. A recipe with `"method": "em"` (factor analysis) is fitted by
+`FactorAnalysis.fit_em` in one go on the training split drawn once with seed 0.
 
 Training is `tfdlgm.training.train`: it logs to TensorBoard under `logs/<name>` and checkpoints
 every epoch into `checkpoints/<name>[-fine-tune]/` under `--workdir` (atomically; `state.json`
-keeps the wall time so far, which a resumed run counts on from). `--resume` continues from the
-checkpoint; `--max-minutes` stops before an epoch that would not end within the budget; SIGTERM
-or Ctrl-C (`tfdlgm.callbacks.StopOnSignal`) after the epoch in progress. Then the model is
-evaluated on the test set (fixed binarisation, seed 0) by `tfdlgm.evaluation.evaluate_preset`
-and the preset folder (`zoo/<name>/`, or `--out`) is written by `tfdlgm.zoo.save_preset`, its
-card from the recipe.
+keeps the wall time so far, which a resumed run counts on from; one run at a time owns the
+folder). `--resume` continues from the checkpoint, `--overwrite` starts afresh over one (a
+folder that holds a checkpoint is refused without either); `--max-minutes` stops before an epoch
+that would not end within the budget; SIGTERM or Ctrl-C (`tfdlgm.callbacks.StopOnSignal`) after
+the epoch in progress. Then the model is evaluated on the recipe's test set (MNIST binarised
+once, or Frey faces dequantised once, seed 0) by `tfdlgm.evaluation.evaluate_preset` and the
+preset folder (`zoo/<name>/`, or `--out`) is written by `tfdlgm.zoo.save_preset`, its card from
+the recipe.
 
 `--continue` starts from the shipped preset `zoo/<name>` (`--from FOLDER`: from another folder
-of the same recipe, e.g. an `--out`) instead of from scratch: its weights, epoch count and
-wall time carry on (its optimizer state is not kept) and the recipe's schedule continues at
-its epoch. `--validate-every N` logs held-out figures every N epochs
-(`tfdlgm.callbacks.LatentDiagnostics` on the 10,000 validation images binarised once with
-seed 1). `--re-evaluate` trains nothing: it evaluates the preset again and rewrites its
-figures and card, keeping its weights file byte for byte.
+of the same recipe, e.g. an `--out`) instead of from scratch: its weights, epoch count and wall
+time carry on (its optimizer state is not kept) and the recipe's schedule continues at its
+epoch. `--validate-every N` logs held-out figures every N epochs
+(`tfdlgm.callbacks.LatentDiagnostics` on the whole validation split, drawn once with seed 1).
+`--re-evaluate` trains nothing: it evaluates the preset again and rewrites its figures and card,
+keeping its weights file byte for byte.
 
 How the shipped presets' compute was pieced together, stage by stage, is in `zoo/TRAINING.md`.
 """
@@ -43,6 +47,7 @@ import json
 import math
 import pathlib
 import sys
+import textwrap
 import time
 
 import keras
@@ -53,17 +58,72 @@ from tfdlgm import evaluation, training
 
 ZOO_DIR = pathlib.Path(__file__).resolve().parents[1] / "zoo"
 RECIPE_FILE = "recipe.json"
-DATA_TEXT = (
-    "50,000 MNIST training images (the first 50,000 of keras.datasets.mnist's 60,000; the "
-    "last 10,000 are the validation set), dynamically binarised: each pixel drawn anew each "
-    "epoch as Bernoulli(intensity)"
-)
-DATA = {  # what metadata.json records of the images the weights saw
-    "dataset": "MNIST",
-    "split": "train",
-    "examples": 50_000,
-    "binarization": "dynamic",
-    "description": DATA_TEXT,
+# Each data set a recipe may train on (`recipe["data"]`, default "mnist"): what metadata.json
+# records of the examples the weights saw, and the texts of the card.
+DATASETS = {
+    "mnist": {
+        "record": {
+            "dataset": "MNIST",
+            "split": "train",
+            "examples": 50_000,
+            "binarization": "dynamic",
+            "description": (
+                "50,000 MNIST training images (the first 50,000 of keras.datasets.mnist's "
+                "60,000; the last 10,000 are the validation set), dynamically binarised: each "
+                "pixel drawn anew each epoch as Bernoulli(intensity)"
+            ),
+        },
+        "loader": "mnist",
+        "draw": 'binarize="dynamic"',
+        "fixed": {"binarize": "fixed"},
+        "env_var": "TFDLGM_MNIST",
+        "card_dataset": ("mnist", "MNIST test set, binarised once with seed 0"),
+        "examples_word": "images",
+        "test_text": "MNIST's 10,000 test images binarised once with seed 0",
+        "shape_text": "[16, 784] binary images",
+        "x_text": "x: [n, 784] in {0, 1}",
+        "intended_use": (
+            "A density model and sampler of 28 x 28 binarised handwritten digits, for research "
+            "and teaching: a baseline to compare a model or an estimator with, latent codes to "
+            "inspect, importance-weighted bounds to study. It models binary images only "
+            "(Bernoulli pixels): grey levels, other image sizes and other data sets are out of "
+            "its scope, and it is not meant for any decision about people. Its figures hold for "
+            "MNIST's test set binarised once with seed 0; another binarisation gives other "
+            "numbers. The papers' figures come from more training images (see Training data)."
+        ),
+    },
+    "frey_faces": {
+        "record": {
+            "dataset": "Frey faces",
+            "split": "train",
+            "examples": 1_575,
+            "dequantization": "dynamic",
+            "description": (
+                "1,575 Frey faces frames (28 x 20, 8-bit): all but blocks b % 10 in {4, 9} of "
+                "the 131 blocks of 15 consecutive frames, which are the validation and test "
+                "sets; uniformly dequantised, x = (k + u) / 256 with u drawn anew each epoch"
+            ),
+        },
+        "loader": "frey_faces",
+        "draw": 'dequantize="dynamic"',
+        "fixed": {"dequantize": "fixed"},
+        "env_var": "TFDLGM_FREY_FACES",
+        "card_dataset": ("frey_faces", "Frey faces test frames, dequantised once with seed 0"),
+        "examples_word": "frames",
+        "test_text": (
+            "the 195 Frey faces test frames (blocks b % 10 == 9) dequantised once with seed 0"
+        ),
+        "shape_text": "[16, 560] faces, grey levels in [0, 1]",
+        "x_text": "x: [n, 560] in [0, 1]",
+        "intended_use": (
+            "A density model, sampler and imputer of 28 x 20 grey-level frames of one face, for "
+            "research and teaching: the continuous-data case of Kingma & Welling, with a "
+            "Gaussian decoder. Its densities are of dequantised 8-bit data; `log_likelihood_8bit` "
+            "(a lower bound on the 8-bit frames' log-likelihood) and bits per dimension compare "
+            "with other models of the same frames. One person's face from one video: it says "
+            "nothing about faces in general and is not meant for any decision about people."
+        ),
+    },
 }
 
 
@@ -165,12 +225,22 @@ def checkpoint_logs(folder: pathlib.Path) -> tuple[int, dict]:
     return state["epoch"], state.get("logs", {})
 
 
-def validation_diagnostics(every: int):
-    """`LatentDiagnostics` on all 10,000 validation images, binarised once with seed 1 (the
-    test set's protocol, another seed), every `every` epochs."""
-    grey = tfdlgm.datasets.load_mnist_arrays()["validation"]
-    x = tfdlgm.datasets.fixed_binarization(grey, seed=1)
+def dataset_of(recipe: dict) -> str:
+    """The data set a recipe trains on, a key of `DATASETS`."""
+    return recipe.get("data", "mnist")
+
+
+def validation_diagnostics(recipe: dict, every: int):
+    """`LatentDiagnostics` on the whole validation split, drawn once with seed 1 (the test
+    set's protocol, another seed), every `every` epochs."""
+    x = evaluation.protocol_test_set(dataset=dataset_of(recipe), split="validation")
     return tfdlgm.callbacks.LatentDiagnostics(x, every=every, num_samples=50, seed=0)
+
+
+def training_data(recipe: dict):
+    """The recipe's training split, drawn anew each epoch (seed 0)."""
+    loader = getattr(tfdlgm.datasets, DATASETS[dataset_of(recipe)]["loader"])
+    return loader("train", batch_size=recipe["batch_size"], seed=0)
 
 
 def checkpoint_dir(recipe, args, fine_tune: bool) -> pathlib.Path:
@@ -185,14 +255,15 @@ def train_stage(recipe, stage, model, args, clock, stop):
     scheduler = keras.callbacks.LearningRateScheduler(lambda e: learning_rate_at(recipe, e))
     callbacks = [clock, stop, scheduler]
     if args.validate_every is not None:  # before TensorBoard (`train` adds it last)
-        callbacks.append(validation_diagnostics(args.validate_every))
+        callbacks.append(validation_diagnostics(recipe, args.validate_every))
     model = training.train(
         model,
-        tfdlgm.datasets.mnist("train", batch_size=recipe["batch_size"], seed=0),
+        training_data(recipe),
         epochs=stage["end"],
         logdir=pathlib.Path(args.workdir) / "logs" / checkpoints.name,
         checkpoint_dir=checkpoints,
         resume=args.resume,
+        overwrite=args.overwrite,
         warm_up_epochs=recipe.get("warm_up_epochs"),
         callbacks=callbacks,
         verbose=2,
@@ -223,6 +294,38 @@ def train_recipe(recipe, args, start_folder, start_epoch, start_seconds):
     return model, reached, clock
 
 
+def fit_by_em(recipe):
+    """An EM recipe (`"method": "em"`, factor analysis): `fit_em` on the training split drawn
+    once with seed 0; returns the model, the EM iterations and the wall seconds."""
+    data = DATASETS[dataset_of(recipe)]
+    loader = getattr(tfdlgm.datasets, data["loader"])
+    batches = loader(
+        "train", batch_size=10_000, seed=0, shuffle=False, as_numpy=True, **data["fixed"]
+    )
+    x = np.concatenate(list(batches))
+    model = build(recipe)
+    began = time.perf_counter()
+    history = model.fit_em(x, **recipe["em"])
+    print(f"EM: {len(history)} iterations, training log-likelihood {history[-1]:.2f} nats")
+    return model, len(history), time.perf_counter() - began
+
+
+def em_record(recipe, iterations, wall_seconds):
+    """What `metadata.json` records of an EM fit (the optimizer is what `fit` fine-tunes
+    with after `tfdlgm.zoo.load`)."""
+    return {
+        "recipe": recipe["name"],
+        "method": "em",
+        "epochs": iterations,
+        "batch_size": recipe["batch_size"],
+        "optimizer": recipe["optimizer"],
+        "learning_rates": [],
+        "objective": recipe["objective_summary"],
+        "wall_time_minutes": round(wall_seconds / 60, 2),
+        "backend": keras.backend.backend(),
+    }
+
+
 def training_record(recipe, epochs, wall_seconds):
     """What `metadata.json` records of the training: the recipe, epochs, wall time, and the
     optimizer (at the last epoch's rate) that `tfdlgm.zoo.load` compiles with."""
@@ -244,7 +347,8 @@ def training_record(recipe, epochs, wall_seconds):
 
 def write_preset(model, recipe, record, ll_examples, out):
     """Evaluates `model` by the protocol and writes its preset folder; returns the figures."""
-    figures = evaluation.evaluate_preset(model, ll_examples=ll_examples)
+    dataset = dataset_of(recipe)
+    figures = evaluation.evaluate_preset(model, ll_examples=ll_examples, dataset=dataset)
     print(json.dumps(figures, indent=2))
     tfdlgm.zoo.save_preset(
         model,
@@ -253,8 +357,8 @@ def write_preset(model, recipe, record, ll_examples, out):
         figures=figures,
         card_text=card_text(recipe, record, figures, _parameters(model)),
         name=recipe["name"],
-        protocol=evaluation.protocol_text(figures["log_likelihood_examples"]),
-        data=DATA,
+        protocol=evaluation.protocol_text(figures["log_likelihood_examples"], dataset),
+        data=DATASETS[dataset]["record"],
     )
     return figures
 
@@ -279,23 +383,27 @@ def _rates_text(record) -> str:
     )
 
 
-def _front_matter(name, figures) -> str:
+def _front_matter(name, figures, dataset) -> str:
     metrics = [
         ("log_likelihood", "L_5000 (nats)", figures["log_likelihood"]),
         ("L_50", "L_50 (nats)", figures["L_50"]),
         ("L_5", "L_5 (nats)", figures["L_5"]),
         ("elbo", "ELBO (nats)", figures["elbo"]),
     ]
+    if "bits_per_dim" in figures:
+        metrics.append(("bits_per_dim", "bits per dimension (8-bit)", figures["bits_per_dim"]))
     listed = "".join(
         f"    - type: {kind}\n      name: {label}\n      value: {value:.2f}\n"
         for kind, label, value in metrics
     )
+    card_type, card_name = DATASETS[dataset]["card_dataset"]
     return (
-        "---\nlicense: apache-2.0\nlibrary_name: tfdlgm\ndatasets:\n- mnist\ntags:\n- keras\n"
+        f"---\nlicense: apache-2.0\nlibrary_name: tfdlgm\ndatasets:\n- {card_type}\ntags:\n"
+        "- keras\n"
         "- tensorflow-probability\n- jax\n- variational-autoencoder\n- generative-model\n"
         f"- density-estimation\nmodel-index:\n- name: {name}\n  results:\n  - task:\n"
         "      type: density-estimation\n      name: Density estimation\n    dataset:\n"
-        "      type: mnist\n      name: MNIST test set, binarised once with seed 0\n"
+        f"      type: {card_type}\n      name: {card_name}\n"
         f"      split: test\n    metrics:\n{listed}---\n"
     )
 
@@ -304,10 +412,13 @@ def card_text(recipe, record, figures, parameters) -> str:
     """The model card of a preset (Hugging Face's layout: YAML front matter, then sections),
     from its recipe, training record, figures and trainable parameter count."""
     name = recipe["name"]
+    dataset = dataset_of(recipe)
+    data = DATASETS[dataset]
+    word = data["examples_word"]
     model = recipe["model"]
     class_name = model["class_name"].split(">")[-1]
-    ll = figures["log_likelihood_examples"]
-    ll_on = "all 10,000 test images" if ll >= 10_000 else f"the first {ll:,} test images"
+    ll, examples = figures["log_likelihood_examples"], figures["examples"]
+    ll_on = f"all {examples:,} test {word}" if ll >= examples else f"the first {ll:,} test {word}"
     kl = ", ".join(f"{k:.2f}" for k in figures["kl"])
     active = ", ".join(str(a) for a in figures["active_units"])
     sizes = ", ".join(str(k) for k in _latent_dims(model["config"]))
@@ -316,7 +427,23 @@ def card_text(recipe, record, figures, parameters) -> str:
     )
     warm_up = recipe.get("warm_up_epochs")
     slice_ = figures["test_slice"]
-    return f"""{_front_matter(name, figures)}
+    loader = f"tfdlgm.datasets.{data['loader']}"
+    exact = (
+        f"\n\nThe exact log-likelihood, `model.exact_log_likelihood(x).mean()`, is "
+        f"{figures['exact_log_likelihood']:.2f} nats per {word[:-1]}."
+        if "exact_log_likelihood" in figures
+        else ""
+    )
+    source = "the exact figure" if exact else "L_5000"
+    eight_bit = (
+        f"\n\nAs 8-bit data: log_likelihood_8bit = {source} - 560 log 256 = "
+        f"{figures['log_likelihood_8bit']:.2f} nats per frame, a lower bound on the "
+        f"log-likelihood of the 8-bit test frames (Theis et al. 2016), "
+        f"{figures['bits_per_dim']:.3f} bits per dimension."
+        if "bits_per_dim" in figures
+        else ""
+    )
+    return f"""{_front_matter(name, figures, dataset)}
 # {name}
 
 {recipe["description"]}
@@ -331,30 +458,25 @@ def card_text(recipe, record, figures, parameters) -> str:
 import tfdlgm
 
 model = tfdlgm.zoo.load("{name}")           # compiled with the preset's optimizer
-model.sample(16, seed=0)                     # [16, 784] binary images
-model.log_likelihood(x, num_samples=5000)    # nats per image, x: [n, 784] in {{0, 1}}
-model.fit(tfdlgm.datasets.mnist("train"), epochs=1)   # fine-tune with plain Keras
+model.sample(16, seed=0)                     # {data["shape_text"]}
+model.log_likelihood(x, num_samples=5000)    # nats per {word[:-1]}, {data["x_text"]}
+model.fit({loader}("train"), epochs=1)   # fine-tune with plain Keras
 ```
 
 ## Intended use and limitations
 
-A density model and sampler of 28 x 28 binarised handwritten digits, for research and
-teaching: a baseline to compare a model or an estimator with, latent codes to inspect,
-importance-weighted bounds to study. It models binary images only (Bernoulli pixels): grey
-levels, other image sizes and other data sets are out of its scope, and it is not meant for
-any decision about people. Its figures hold for MNIST's test set binarised once with seed 0;
-another binarisation gives other numbers. The papers' figures come from more training images
-(see Training data).
+{_wrap(data["intended_use"])}
 
 ## Training data
 
-{DATA_TEXT} (`tfdlgm.datasets.mnist("train", binarize="dynamic", \
-batch_size={recipe["batch_size"]}, seed=0)`). The validation and test images were never
+{data["record"]["description"]} (`{loader}("train", {data["draw"]}, \
+batch_size={recipe["batch_size"]}, seed=0)`). The validation and test {word} were never
 trained on.
 
 ## Training procedure
 
-From a fresh clone, with MNIST at `TFDLGM_MNIST` (or in Keras' cache):
+From a fresh clone, with {data["record"]["dataset"]} at `{data["env_var"]}` (or in Keras' \
+cache):
 
 ```bash
 {reproduce_command(recipe)}
@@ -365,10 +487,7 @@ was pieced together and what each stage gained.
 
 | Hyperparameter | Value |
 |---|---|
-| Epochs | {record["epochs"]:,} ({paper_epochs}) |
-| Batch size | {record["batch_size"]} |
-| Optimizer | {recipe["optimizer_text"]} |
-| Learning rate by epoch | {_rates_text(record)} |
+{_schedule_rows(recipe, record, paper_epochs)}
 | Objective | {recipe["objective_text"]} |
 | KL warm-up | {f"{warm_up} epochs" if warm_up else "none"} |
 | Backend | {record["backend"]} |
@@ -376,18 +495,19 @@ was pieced together and what each stage gained.
 
 ## Evaluation
 
-Nats per image on MNIST's 10,000 test images binarised once with seed 0
-(`tfdlgm.datasets.mnist("test", binarize="fixed", seed=0)`):
+Nats per {word[:-1]} on {data["test_text"]}
+(`{evaluation.protocol_source(dataset)}`):
 
 | ELBO | L_1 | L_5 | L_50 | L_5000 ({ll_on}) | KL per layer | active units |
 |---|---|---|---|---|---|---|
 | {figures["elbo"]:.2f} | {figures["L_1"]:.2f} | {figures["L_5"]:.2f} | {figures["L_50"]:.2f} \
 | {figures["log_likelihood"]:.2f} | {kl} | {active} / {sizes} |
 
-ELBO, L_1, L_5, L_50 and KL are on all 10,000 test images; active units use Burda et al.'s
-criterion Cov_x(E_q[z_u]) > 0.01 over the 10,000 posterior means. {recipe["reference_text"]}
+ELBO, L_1, L_5, L_50 and KL are on all {examples:,} test {word}; active units use Burda et al.'s
+criterion Cov_x(E_q[z_u]) > 0.01 over the {examples:,} posterior means. \
+{recipe["reference_text"]}{exact}{eight_bit}
 
-On the first 100 test images `model.elbo(x, num_samples=100, seed=0).mean()` is \
+On the first 100 test {word} `model.elbo(x, num_samples=100, seed=0).mean()` is \
 {slice_["elbo_100_samples_seed_0"]:.3f} and the analytic KL per layer \
 {", ".join(f"{k:.4f}" for k in slice_["kl"])} (`metadata.json`'s `figures.test_slice`, which
 `tests/test_zoo.py` checks the shipped weights against).
@@ -400,12 +520,38 @@ On the first 100 test images `model.elbo(x, num_samples=100, seed=0).mean()` is 
 """
 
 
+def _schedule_rows(recipe, record, paper_epochs) -> str:
+    """The hyperparameter table's rows on the schedule: EM iterations, or epochs and rates."""
+    if record.get("method") == "em":
+        return (
+            f"| EM iterations | {record['epochs']:,} (to a gain under "
+            f"{recipe['em']['tolerance']:g} nats per example) |\n"
+            f"| Data per iteration | all {record['batch_size']:,} training examples |\n"
+            f"| Optimizer for fine-tuning | {recipe['optimizer_text']} |"
+        )
+    return (
+        f"| Epochs | {record['epochs']:,} ({paper_epochs}) |\n"
+        f"| Batch size | {record['batch_size']} |\n"
+        f"| Optimizer | {recipe['optimizer_text']} |\n"
+        f"| Learning rate by epoch | {_rates_text(record)} |"
+    )
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=92)
+
+
 def parse(argv=None):
     """The command line's arguments, checked (`parser.error` exits with status 2)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=recipe_names())
     parser.add_argument("--epochs", type=int, help="the epoch to reach (default: the recipe's)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh where a checkpoint folder already holds a checkpoint (deletes it)",
+    )
     parser.add_argument("--max-minutes", type=float, help="training wall budget, all runs")
     parser.add_argument("--ll-examples", type=int, default=10_000, help="test images for L_5000")
     parser.add_argument("--out", help="the preset folder to write (default zoo/<name>)")
@@ -422,12 +568,20 @@ def parse(argv=None):
     )
     parser.add_argument("--re-evaluate", action="store_true", help="only evaluate the preset again")
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues a checkpoint and --overwrite deletes it: pass one")
     if args.re_evaluate and (args.epochs is not None or args.resume or args.start):
         parser.error("--re-evaluate trains nothing: no --epochs, --resume or --from")
     if args.validate_every is not None and args.validate_every < 1:
         parser.error(f"--validate-every must be a positive epoch count, got {args.validate_every}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be positive, got {args.epochs}")
+    em = read_recipe(args.name).get("method") == "em"
+    if em and (args.epochs or args.resume or args.continue_ or args.start or args.max_minutes):
+        parser.error(
+            f"{args.name} is fitted by EM in one go: no --epochs, --resume, --continue, "
+            "--from or --max-minutes"
+        )
     if args.continue_ and args.start is None:
         args.start = str(ZOO_DIR / args.name)
     if args.start is not None:
@@ -446,6 +600,12 @@ def main(argv=None) -> int:
         record = tfdlgm.zoo.metadata(folder)["training"]
         model = tfdlgm.zoo.load(folder, compile=False)
         figures = write_preset(model, recipe, record, args.ll_examples, out)
+        return 0 if math.isfinite(figures["elbo"]) else 1
+    if recipe.get("method") == "em":
+        model, iterations, seconds = fit_by_em(recipe)
+        figures = write_preset(
+            model, recipe, em_record(recipe, iterations, seconds), args.ll_examples, out
+        )
         return 0 if math.isfinite(figures["elbo"]) else 1
     args.epochs = args.epochs or recipe["epochs"]
     start_epoch, start_seconds = 0, 0.0

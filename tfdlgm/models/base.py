@@ -24,6 +24,7 @@ from tfdlgm.backend import (
 )
 from tfdlgm.distributions import OBSERVATIONS, observation_layer, standard_normal
 from tfdlgm.metrics import MeanTerms
+from tfdlgm.progress import Progress
 
 # The key of the random stream's state among the model's own saved variables.
 _SEED_STATE = "seed_generator_state"
@@ -135,12 +136,63 @@ class LatentModel(keras.Model):
         outputs.update({f"kl_{i + 1}": kl for i, kl in enumerate(terms["kl"])})
         return outputs
 
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        weighted_metrics=None,
+        **kwargs,
+    ):
+        """`keras.Model.compile` without a loss or metrics: the objective is a model argument.
+
+        The model trains on its `objective` (`objective=` at construction: `"elbo"`, `"iwae"`,
+        ...) and logs that objective's terms itself (`loss`, `elbo`, `reconstruction`,
+        `kl_1 ... kl_L`); there are no targets for a Keras loss or metric to compare with, so
+        a `loss`, `loss_weights`, `metrics` or `weighted_metrics` is refused rather than
+        silently ignored. Every other argument is Keras' (`optimizer`, `jit_compile`,
+        `steps_per_execution`, ...).
+
+        Raises:
+            ValueError: for a `loss`, `loss_weights`, `metrics` or `weighted_metrics`.
+        """
+        for name, value in (
+            ("loss", loss),
+            ("loss_weights", loss_weights),
+            ("metrics", metrics),
+            ("weighted_metrics", weighted_metrics),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"`{name}` must be None: {type(self).__name__} trains on its objective, a "
+                    "model argument (e.g. `objective='elbo'` or `objective={'name': 'iwae', "
+                    "'num_samples': 10}` at construction), and logs its terms (loss, elbo, "
+                    "reconstruction, kl_1 ...) itself; it has no targets for a Keras loss or "
+                    f"metric. Received: {name}={value!r}"
+                )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Keras' `compile_from_config` (what `keras.models.load_model` calls), which skips a
+        model whose `compile` is its own; this `compile` takes Keras' saved configuration."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean per-example surrogate loss plus weight losses (e.g. a prior on weights).
 
         The mean is over the global batch when training data-parallel (`backend.global_mean`).
+        With `sample_weight` (`fit(x, sample_weight=w)`, `w` `[N]`) each example's loss is
+        weighted, and the weighted losses are averaged over the batch, as Keras' own losses
+        do: `sum_n w_n loss_n / B`. The logged ELBO and KL terms stay unweighted means.
         """
-        loss = global_mean(y_pred["loss"])
+        per_example = y_pred["loss"]  # [B]
+        if sample_weight is not None:
+            weights = ops.cast(sample_weight, per_example.dtype)
+            per_example = per_example * ops.reshape(weights, ops.shape(per_example))
+        loss = global_mean(per_example)
         for weight_loss in self.losses:
             loss = loss + self._aggregate_additional_loss(weight_loss)
         return loss
@@ -154,14 +206,28 @@ class LatentModel(keras.Model):
 
         Datasets (`tf.data`, `PyDataset` such as `tfdlgm.datasets.mnist`) shuffle themselves,
         so `shuffle` defaults to `False` for them and `True` for arrays.
+        `sample_weight` (`[N]`, with array data) weights each example's objective
+        (`compute_loss`).
         """
         if not isinstance(x, np.ndarray):
             kwargs.setdefault("shuffle", False)
-        return super().fit(self._check_if_array(x), *args, **kwargs)
+        return super().fit(*self._keras_data(x, args, kwargs), **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
-        """`keras.Model.evaluate`: loss, ELBO, reconstruction and KL per layer (nats)."""
-        return super().evaluate(self._check_if_array(x), *args, **kwargs)
+        """`keras.Model.evaluate`: loss, ELBO, reconstruction and KL per layer (nats).
+
+        With `sample_weight` the loss is the weighted one (`compute_loss`).
+        """
+        return super().evaluate(*self._keras_data(x, args, kwargs), **kwargs)
+
+    def _keras_data(self, x, args, kwargs):
+        """`(x, *args)` for Keras, array data validated. Keras' array adapter drops
+        `sample_weight` when there is no `y`, so `x` then stands in for the targets (which the
+        model does not use)."""
+        x = self._check_if_array(x)
+        if kwargs.get("sample_weight") is not None and not args and kwargs.get("y") is None:
+            kwargs["y"] = x
+        return (x, *args)
 
     def _check_if_array(self, x):
         if isinstance(x, np.ndarray):
@@ -170,7 +236,7 @@ class LatentModel(keras.Model):
 
     # -- bounds ----------------------------------------------------------------------------
 
-    def elbo(self, x, num_samples=1, batch_size=1000, seed=None):
+    def elbo(self, x, num_samples=1, batch_size=1000, seed=None, verbose="auto"):
         """The evidence lower bound per example (K&W eq. 3; Rezende et al. eq. 13), nats.
 
         ```none
@@ -182,6 +248,9 @@ class LatentModel(keras.Model):
             num_samples: int, Monte Carlo samples for the expectation. Defaults to `1`.
             batch_size: int, examples per pass. Defaults to `1000`.
             seed: int or None, for a reproducible estimate.
+            verbose: `0` (silent), `1` (a progress bar over the examples), `2` (one line at
+                the end) or `"auto"` (1 in a terminal, else 0; `tfdlgm.progress`). Defaults to
+                `"auto"`.
 
         Returns:
             `np.ndarray` `[batch]`.
@@ -189,12 +258,17 @@ class LatentModel(keras.Model):
         x = self._check_x(x)
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
+        progress = Progress(len(x), verbose, unit_name="example")
         elbo = self._compiled("elbo", self._elbo_batch)
+        out, done = [], 0
         with self._seeded(seed):
-            out = [ops.convert_to_numpy(elbo(b, num_samples)) for b in _batches(x, batch_size)]
+            for batch in _batches(x, batch_size):
+                out.append(ops.convert_to_numpy(elbo(batch, num_samples)))
+                done += len(batch)
+                progress.update(done)
         return np.concatenate(out)
 
-    def iwae_bound(self, x, num_samples, batch_size=100, seed=None):
+    def iwae_bound(self, x, num_samples, batch_size=100, seed=None, verbose="auto"):
         """The importance-weighted bound L_k per example, k = `num_samples` (Burda et al. eq. 8).
 
         ```none
@@ -204,21 +278,36 @@ class LatentModel(keras.Model):
         The k samples are drawn in chunks and combined by a streaming log-mean-exp, so memory
         does not grow with k.
 
+        Args:
+            x: float array `[batch, data_dim]` in the likelihood's support.
+            num_samples: int, k.
+            batch_size: int, examples per pass. Defaults to `100`.
+            seed: int or None, for a reproducible estimate.
+            verbose: `0` (silent), `1` (a progress bar over the examples, updated after every
+                chunk of samples, with the time left and the time per example), `2` (one
+                line at the end) or `"auto"` (1 in a terminal, else 0; `tfdlgm.progress`).
+                Defaults to `"auto"`.
+
         Returns:
             `np.ndarray` `[batch]`, nats.
         """
         x = self._check_x(x)
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
+        progress = Progress(len(x), verbose, unit_name="example")
         log_weights = self._compiled("log_weights", self._log_weights_batch, batch_axis=1)
         chunk = max(1, min(num_samples, _ROWS_PER_CHUNK // batch_size))
-        out = []
+        out, done = [], 0
         with self._seeded(seed):
             for batch in _batches(x, batch_size):
                 accumulator = StreamingLogMeanExp()
                 for start in range(0, num_samples, chunk):
-                    accumulator.update(log_weights(batch, min(chunk, num_samples - start)))
+                    size = min(chunk, num_samples - start)
+                    weights = log_weights(batch, size)  # [size, B]
+                    accumulator.update(weights)
+                    progress.update(done + len(batch) * (start + size) / num_samples, weights)
                 out.append(ops.convert_to_numpy(accumulator.result()))
+                done += len(batch)
         return np.concatenate(out)
 
     def _elbo_batch(self, x, num_samples):
@@ -252,17 +341,19 @@ class LatentModel(keras.Model):
         finally:
             state.assign(saved)
 
-    def log_likelihood(self, x, num_samples=5000, batch_size=100, seed=None):
+    def log_likelihood(self, x, num_samples=5000, batch_size=100, seed=None, verbose="auto"):
         """The importance-sampled estimate of log p(x): L_k with k = `num_samples`.
 
         The evaluation protocol's log-likelihood (Burda et al. 2015, sec. 5): k = 5000,
         computed in chunks in memory independent of k. It is a stochastic lower bound that
-        tightens as k grows.
+        tightens as k grows. It takes minutes on a CPU (1,000 MNIST images: about 2), so in a
+        terminal a progress bar shows the examples done, the time left and the time per
+        example (`verbose`, as in `iwae_bound`).
 
         Returns:
             `np.ndarray` `[batch]`, nats.
         """
-        return self.iwae_bound(x, num_samples, batch_size=batch_size, seed=seed)
+        return self.iwae_bound(x, num_samples, batch_size=batch_size, seed=seed, verbose=verbose)
 
     # -- using the model -------------------------------------------------------------------
 
@@ -352,6 +443,7 @@ class LatentModel(keras.Model):
         num_chains=1,
         seed=None,
         return_chain=False,
+        verbose="auto",
     ):
         """Draws the missing entries of `x` by a Markov chain (see `tfdlgm.impute.impute`).
 
@@ -369,13 +461,23 @@ class LatentModel(keras.Model):
             num_chains: int, chains per example; > 1 adds predictive means and variances.
             seed: int or None.
             return_chain: bool, keep every step's completion.
+            verbose: `0`, `1` (a progress bar over the steps), `2` (one line at the end) or
+                `"auto"` (1 in a terminal, else 0). Defaults to `"auto"`.
 
         Returns:
             `tfdlgm.impute.ImputationResult` (`completed`, `samples`, `mean`, `variance`,
             `acceptance_rate`, `chain`); observed entries are those of `x`, bit for bit.
         """
         return imputation.impute(
-            self, x, mask, method, steps, num_chains, seed=seed, return_chain=return_chain
+            self,
+            x,
+            mask,
+            method,
+            steps,
+            num_chains,
+            seed=seed,
+            return_chain=return_chain,
+            verbose=verbose,
         )
 
     # -- densities at given latents (wake-sleep, score-function objectives) ----------------
