@@ -51,12 +51,12 @@ def _compiled():
 V = ValueError
 CASES = [
     # -- model constructors ------------------------------------------------------------------
-    ("VAE latent_dim str", lambda c: VAE(latent_dim="50"), V, r"`latent_dims` must be a non-empty tuple of positive ints. Received: latent_dims=\('50',\)"),
-    ("VAE latent_dim None", lambda c: VAE(latent_dim=None), V, r"latent_dims=\(None,\)"),
-    ("VAE latent_dim float", lambda c: VAE(latent_dim=2.5), V, r"positive ints. Received: latent_dims=\(2.5,\)"),
-    ("VAE latent_dim 0", lambda c: VAE(latent_dim=0), V, r"Received: latent_dims=\(0,\)"),
+    ("VAE latent_dim str", lambda c: VAE(latent_dim="50"), V, r"`latent_dim` must be a positive int. Received: latent_dim='50'"),
+    ("VAE latent_dim None", lambda c: VAE(latent_dim=None), V, r"Received: latent_dim=None"),
+    ("VAE latent_dim float", lambda c: VAE(latent_dim=2.5), V, r"`latent_dim` must be a positive int. Received: latent_dim=2.5"),
+    ("VAE latent_dim 0", lambda c: VAE(latent_dim=0), V, r"Received: latent_dim=0"),
     ("VAE hidden None", lambda c: VAE(hidden=None), V, "`hidden` must be a tuple of positive ints. Received: hidden=None"),
-    ("VAE hidden negative", lambda c: VAE(hidden=(8, -1)), V, "`units` must be a tuple of positive ints"),
+    ("VAE hidden negative", lambda c: VAE(hidden=(8, -1)), V, r"`hidden` must be a tuple of positive ints. Received: hidden=\(8, -1\)"),
     ("VAE data_dim -1", lambda c: VAE(data_dim=-1), V, r"`data_dim` must be a positive int \(>= 1\). Received: data_dim=-1"),
     ("VAE data_dim dict", lambda c: VAE(data_dim={}), V, r"`data_dim` must be a positive int. Received: data_dim=\{\}"),
     ("VAE likelihood unknown", lambda c: VAE(likelihood="poisson"), V, "`likelihood` must be one of .*Received: likelihood='poisson'"),
@@ -81,7 +81,11 @@ CASES = [
     ("LadderVAE hidden None", lambda c: LadderVAE(hidden=None), V, "Received: hidden=None"),
     ("LadderVAE latent_dims dict", lambda c: LadderVAE(latent_dims={"a": 1}), V, "`latent_dims` must be a non-empty tuple"),
     ("LadderVAE layers_per_block 0", lambda c: LadderVAE(latent_dims=(4, 2), hidden=(8, 4), layers_per_block=0), V, r"`layers_per_block` must be a positive int \(>= 1\). Received: layers_per_block=0"),
-    ("FactorAnalysis latent_dim 0", lambda c: FactorAnalysis(latent_dim=0), V, r"Received: latent_dims=\(0,\)"),
+    ("FactorAnalysis latent_dim 0", lambda c: FactorAnalysis(latent_dim=0), V, r"Received: latent_dim=0"),
+    ("LadderVAE ladder str", lambda c: LadderVAE(latent_dims=(4, 2), hidden=(8, 4), ladder="no"), V, r"`ladder` must be a bool. Received: ladder='no'"),
+    ("LadderVAE batch_norm str", lambda c: LadderVAE(latent_dims=(4, 2), hidden=(8, 4), batch_norm="false"), V, r"`batch_norm` must be a bool. Received: batch_norm='false'"),
+    ("objective name a list", lambda c: VAE(objective={"name": ["elbo"]}), V, r"`objective` must be one of .* Received: objective=\{'name': \['elbo'\]\}"),
+    ("objective unknown option", lambda c: VAE(objective={"name": "elbo", "k": 5}), V, r"`objective` 'elbo' does not take the options \['k'\]"),
     ("FactorAnalysis data_dim str", lambda c: FactorAnalysis(data_dim="5"), V, "`data_dim` must be a positive int. Received: data_dim='5'"),
     ("FactorAnalysis likelihood", lambda c: FactorAnalysis(likelihood="bernoulli"), V, "`likelihood` of FactorAnalysis is always 'gaussian'.*Received: likelihood='bernoulli'"),
     # -- bounds (the bad-data table is in test_validation.py) ------------------------------------

@@ -27,6 +27,9 @@ import tfdlgm
 from tfdlgm import evaluation, zoo
 
 PRESETS = zoo.list()
+# The data set of each preset, as `tfdlgm.evaluation` names it, from what its metadata records.
+DATASET_KEYS = {"MNIST": "mnist", "Frey faces": "frey_faces"}
+TRAINING_EXAMPLES = {"mnist": 50_000, "frey_faces": 1_575}
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_TOOL = ROOT / "tools" / "train.py"
 SHIPPED_FILES = ["card.md", "config.json", "metadata.json", "model.weights.h5"]
@@ -38,10 +41,20 @@ def vae():
     return zoo.load("vae-mnist")
 
 
+def _dataset(name):
+    return DATASET_KEYS[zoo.metadata(name)["data"]["dataset"]]
+
+
+@functools.lru_cache(maxsize=2)
+def _test_slice(dataset):
+    """The first 100 test examples of a protocol's test set (the presets' `test_slice`)."""
+    return evaluation.protocol_test_set(dataset=dataset)[:100]
+
+
 @pytest.fixture(scope="module")
 def test_slice(mnist_path):
-    """The first 100 test images, binarised once with seed 0 (the presets' `test_slice`)."""
-    return evaluation.protocol_test_set(mnist_path)[:100]
+    """The first 100 MNIST test images, binarised once with seed 0."""
+    return _test_slice("mnist")
 
 
 @pytest.fixture
@@ -68,7 +81,15 @@ def _rewrite(folder, file_name, value):
 
 
 def test_the_zoo_ships_its_presets():
-    assert PRESETS == ["dlgm-mnist", "iwae-mnist", "lvae-mnist", "vae-mnist"]
+    assert PRESETS == [
+        "dlgm-frey",
+        "dlgm-mnist",
+        "fa-frey",
+        "iwae-mnist",
+        "lvae-mnist",
+        "vae-frey",
+        "vae-mnist",
+    ]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -93,7 +114,8 @@ def test_every_preset_is_a_model_config_weights_a_card_and_metadata_listing_them
     assert training["recipe"] == name and training["epochs"] > 0
     for key in ("batch_size", "optimizer", "learning_rates", "wall_time_minutes"):
         assert key in training
-    assert metadata["parameters"] > 0 and metadata["data"]["examples"] == 50_000
+    examples = TRAINING_EXAMPLES[_dataset(name)]
+    assert metadata["parameters"] > 0 and metadata["data"]["examples"] == examples
     for file_name in ("card.md", "config.json", "metadata.json", "recipe.json"):
         if not (folder / file_name).is_file():  # an installed wheel ships no recipe
             continue
@@ -105,7 +127,7 @@ def test_every_preset_is_a_model_config_weights_a_card_and_metadata_listing_them
 def test_every_card_has_front_matter_the_one_command_and_the_figures(name):
     card, figures = zoo.card(name), zoo.metadata(name)["figures"]
     front, body = card.split("\n---\n", 1)
-    assert front.startswith("---\nlicense: apache-2.0\n") and "- mnist\n" in front
+    assert front.startswith("---\nlicense: apache-2.0\n") and f"- {_dataset(name)}\n" in front
     assert f"value: {figures['log_likelihood']:.2f}\n" in front
     for section in ("Model", "Intended use and limitations", "Training data"):
         assert f"\n## {section}\n" in body
@@ -116,19 +138,24 @@ def test_every_card_has_front_matter_the_one_command_and_the_figures(name):
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_every_preset_loads_compiled_and_samples_binary_images(name):
+def test_every_preset_loads_compiled_and_samples_its_data(name):
     model = zoo.load(name)
     assert model.optimizer is not None
-    samples = model.sample(5, seed=0)
+    samples = np.asarray(model.sample(5, seed=0))
     assert samples.shape == (5, model.data_dim)
-    assert set(np.unique(samples)) <= {0.0, 1.0}
-    means = model.sample(5, seed=0, mean=True)  # probabilities, not draws
-    assert np.all((means >= 0) & (means <= 1))  # float32 sigmoid reaches 1 for logits > ~17
-    assert np.mean((means > 0) & (means < 1)) > 0.5
+    means = np.asarray(model.sample(5, seed=0, mean=True))
+    if _dataset(name) == "mnist":  # binary images; probabilities as means
+        assert set(np.unique(samples)) <= {0.0, 1.0}
+        assert np.all((means >= 0) & (means <= 1))  # float32 sigmoid reaches 1 for logits > ~17
+        assert np.mean((means > 0) & (means < 1)) > 0.5
+    else:  # real values around grey levels in [0, 1], drawn around the means
+        assert np.all(np.isfinite(samples)) and not np.array_equal(samples, means)
+        assert 0 < np.median(means) < 1
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_every_preset_reproduces_its_recorded_figures_on_the_test_slice(name, test_slice):
+def test_every_preset_reproduces_its_recorded_figures_on_the_test_slice(name, mnist_path):
+    test_slice = _test_slice(_dataset(name))
     model = zoo.load(name, compile=False)
     figures = zoo.metadata(name)["figures"]
     expected = figures["test_slice"]
@@ -145,7 +172,13 @@ def test_every_preset_reproduces_its_recorded_figures_on_the_test_slice(name, te
     # Monte Carlo (10,000 draws; the backends' random streams differ): within 0.3 nats.
     elbo = model.elbo(test_slice, num_samples=100, seed=0).mean()
     np.testing.assert_allclose(elbo, expected["elbo_100_samples_seed_0"], atol=0.3)
-    assert figures["elbo"] < figures["L_5"] < figures["L_50"] < figures["log_likelihood"] < 0
+    assert figures["elbo"] < figures["L_5"] < figures["L_50"] < figures["log_likelihood"]
+    if _dataset(name) == "mnist":  # probabilities of binary images
+        assert figures["log_likelihood"] < 0
+    if "exact_log_likelihood" in figures:  # E[L_k] <= log p(x), to Monte Carlo noise
+        assert figures["log_likelihood"] < figures["exact_log_likelihood"] + 0.05
+        exact = model.exact_log_likelihood(test_slice).mean()
+        np.testing.assert_allclose(exact, figures["test_slice"]["exact_log_likelihood"], rtol=1e-5)
 
 
 def _slice_layer_figures(model, x, seed):
@@ -449,6 +482,19 @@ def test_save_preset_keeps_a_weights_file_holding_the_same_arrays(tmp_path):
         np.testing.assert_array_equal(loaded, saved)
 
 
+def test_replacing_a_preset_keeps_the_other_files_of_its_folder(tmp_path):
+    """A preset folder may hold more than the preset (zoo/<name>/recipe.json, a user's notes):
+    the swap that replaces the preset carries them over, byte for byte."""
+    folder = zoo.save_preset(_tiny(seed=0), tmp_path / "tiny", {"optimizer": "adam"}, {}, "")
+    (folder / "recipe.json").write_text('{"name": "tiny"}\n')
+    (folder / "notes").mkdir()
+    (folder / "notes" / "run.txt").write_bytes(b"\x00kept")
+    zoo.save_preset(_tiny(seed=1), folder, {"optimizer": "adam"}, {}, "# new\n")
+    assert (folder / "recipe.json").read_text() == '{"name": "tiny"}\n'
+    assert (folder / "notes" / "run.txt").read_bytes() == b"\x00kept"
+    assert zoo.card(folder) == "# new\n"
+
+
 def _assert_holds(folder, model):
     loaded = zoo.load(folder, compile=False)
     for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
@@ -548,14 +594,18 @@ def test_every_recipe_is_the_schedule_its_preset_followed(name):
     train = _train_tool()
     recipe, metadata = train.read_recipe(name), zoo.metadata(name)
     record = metadata["training"]
+    config = zoo.config(name)
+    for key, value in recipe["model"]["config"].items():
+        assert config["config"][key] == value, key
+    if recipe.get("method") == "em":  # fitted in one go: no schedule
+        assert record["method"] == "em" and record["learning_rates"] == []
+        assert record["optimizer"]["config"] == recipe["optimizer"]["config"]
+        return
     assert recipe["name"] == name and recipe["epochs"] == record["epochs"]
     assert recipe["learning_rates"] == record["learning_rates"]
     assert recipe["batch_size"] == record["batch_size"]
     assert recipe.get("fine_tune", {}).get("from_epoch") == record.get("fine_tune_from_epoch")
-    config = zoo.config(name)
     assert recipe["model"]["class_name"] == config["registered_name"]
-    for key, value in recipe["model"]["config"].items():
-        assert config["config"][key] == value, key
     if "fine_tune" in recipe:  # saved while fine-tuning: on the fine-tuning objective
         assert config["config"]["objective"] == recipe["fine_tune"]["objective"]
     # the record's optimizer is the recipe's at the last epoch's rate
@@ -670,12 +720,34 @@ def test_a_run_from_a_preset_at_its_own_epoch_trains_nothing_and_keeps_it(tmp_pa
         train.main(["vae-mnist", "--validate-every", "0"])
 
 
-def test_validation_diagnostics_use_the_validation_set_binarised_with_seed_1(mnist_path):
-    diagnostics = _train_tool().validation_diagnostics(7)
+def test_validation_diagnostics_use_the_validation_set_drawn_with_seed_1(mnist_path, frey_path):
+    train = _train_tool()
+    diagnostics = train.validation_diagnostics(train.read_recipe("vae-mnist"), 7)
     assert isinstance(diagnostics, tfdlgm.callbacks.LatentDiagnostics)
     assert diagnostics.every == 7 and diagnostics.num_samples == 50
     grey = tfdlgm.datasets.load_mnist_arrays(mnist_path)["validation"]
     np.testing.assert_array_equal(diagnostics.x, tfdlgm.datasets.fixed_binarization(grey, seed=1))
+    frey = train.validation_diagnostics(train.read_recipe("dlgm-frey"), 7)
+    levels = tfdlgm.datasets.load_frey_faces_arrays(frey_path)["validation"]
+    np.testing.assert_array_equal(frey.x, tfdlgm.datasets.fixed_dequantization(levels, seed=1))
+
+
+def test_an_em_recipe_fits_factor_analysis_in_one_go(tmp_path, monkeypatch):
+    """fa-frey's recipe: EM on the training frames dequantised once, a record without a
+    schedule, and flags that would cut a schedule refused."""
+    train = _train_tool()
+    before = zoo.metadata("fa-frey")
+    _stand_in_evaluation(monkeypatch, before["figures"])
+    out = tmp_path / "fa"
+    assert train.main(["fa-frey", "--out", str(out), "--workdir", str(tmp_path)]) == 0
+    record = zoo.metadata(out)["training"]
+    assert record["method"] == "em" and record["epochs"] == before["training"]["epochs"]
+    for loaded, shipped in zip(
+        zoo.load(out).get_weights(), zoo.load("fa-frey").get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(loaded, shipped, rtol=1e-5, atol=1e-6)
+    with pytest.raises(SystemExit):
+        train.parse(["fa-frey", "--epochs", "3"])
 
 
 @pytest.mark.slow

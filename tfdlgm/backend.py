@@ -11,6 +11,7 @@ Supported backends: TensorFlow (the default) and JAX. Under JAX nothing here imp
 TensorFlow, so the package runs where TensorFlow is not installed.
 """
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -79,6 +80,42 @@ tfb = _tfp.bijectors
 # `tfdlgm.layers.Dense` folds `[S, B, H]` inputs into matrices around its matmul where that
 # pays: on JAX (XLA:CPU otherwise copies both operands of the kernel gradient transposed).
 FOLD_DENSE_INPUTS = name == "jax"
+
+
+@contextlib.contextmanager
+def variables_kept_on_failure(model):
+    """Keeps `model`'s variables through a `fit` or `evaluate` that raises.
+
+    Under JAX, Keras moves the variables' values into the loop's own state as the first step
+    begins and puts them back at the end; an error in between (a bad batch) leaves every
+    variable empty, or holding buffers a step has consumed, and the model unusable. After an
+    error this puts back the state of the last step that ran (Keras' `jax_state_sync`), or,
+    where none ran, the values from before: immutable JAX arrays not yet given to a step, so
+    holding references to them costs no copy. Other backends keep their variables in place;
+    there this does nothing.
+    """
+    if name != "jax":
+        yield
+        return
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:  # its variables exist from here on
+        optimizer.build(model.trainable_variables)
+    variables = [
+        *model.variables,
+        *getattr(model.optimizer, "variables", []),
+        *model.metrics_variables,
+    ]
+    saved = [(variable, variable._value) for variable in variables]
+    try:
+        yield
+    except BaseException:
+        if getattr(model, "_jax_state", None) is not None:  # steps ran: their latest state
+            model.jax_state_sync()
+            model._jax_state = None
+        for variable, value in saved:  # no step ran: the values are those before
+            if variable._value is None:
+                variable._value = value
+        raise
 
 
 def has_tensorflow():

@@ -229,7 +229,9 @@ def slice_figures(model, x, source: str = _TEST_SETS["mnist"]) -> dict:
     """The figures on a few fixed examples that a preset's test compares the loaded model
     with; `source` says where they come from."""
     out = model(x)
+    exact = getattr(model, "exact_log_likelihood", None)
     return {
+        **({"exact_log_likelihood": float(np.mean(exact(x)))} if exact is not None else {}),
         "examples": f"first {len(x)} of {source}",
         "elbo_100_samples_seed_0": float(model.elbo(x, num_samples=100, seed=0, verbose=0).mean()),
         "kl": [

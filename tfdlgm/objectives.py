@@ -319,9 +319,17 @@ def get(identifier):
     if isinstance(identifier, Objective):
         return identifier
     config = {"name": identifier} if isinstance(identifier, str) else identifier
-    if isinstance(config, dict) and config.get("name") in OBJECTIVES:
+    name = config.get("name") if isinstance(config, dict) else None
+    if isinstance(name, str) and name in OBJECTIVES:
         config = dict(config)
-        return OBJECTIVES[config.pop("name")](**config)
+        cls = OBJECTIVES[config.pop("name")]
+        try:
+            return cls(**config)
+        except TypeError as error:  # an option the objective does not take
+            raise ValueError(
+                f"`objective` {name!r} does not take the options {sorted(config)} ({error}). "
+                f"Received: objective={identifier!r}"
+            ) from error
     raise ValueError(
         f"`objective` must be one of {tuple(OBJECTIVES)}, a config dict with one of those "
         f"names, or an Objective. Received: objective={identifier!r}"

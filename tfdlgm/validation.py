@@ -4,6 +4,9 @@ Errors say what was wrong, what was expected and what was received. Nothing is c
 silently: the only conversion is float64 -> the model's float dtype, as Keras does.
 """
 
+import contextlib
+
+import keras
 import numpy as np
 from keras import ops
 
@@ -26,6 +29,22 @@ def _check_int(value, name, minimum, kind):
     if value < minimum:
         raise ValueError(f"`{name}` must be {kind} (>= {minimum}). Received: {name}={value!r}")
     return int(value)
+
+
+def check_sizes(value, name, allow_empty=False):
+    """Returns `value` as a tuple of positive ints (layer widths, latent sizes), else raises
+    `ValueError` naming `name`."""
+    sizes = tuple(value) if isinstance(value, (list, tuple)) else None
+    if (
+        sizes is None
+        or (not sizes and not allow_empty)
+        or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in sizes)
+    ):
+        empty = "" if allow_empty else "non-empty "
+        raise ValueError(
+            f"`{name}` must be a {empty}tuple of positive ints. Received: {name}={value!r}"
+        )
+    return sizes
 
 
 def check_bool(value, name):
@@ -93,7 +112,8 @@ def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
         raise ValueError(
-            f"`{name}` must be finite. Received: {array[tuple(bad)]} at index {tuple(bad)}"
+            f"`{name}` must be finite. Received: {array[tuple(bad)]} at index "
+            f"{tuple(int(i) for i in bad)}"
         )
     if support == SUPPORT_BINARY:
         values = array[~np.isnan(array)] if allow_nan else array
@@ -163,3 +183,100 @@ def check_missing_data(x, mask, data_dim, support, dtype="float32"):
         masked = array  # check_data rejects the dtype with its hint
     data = check_data(masked, data_dim, support, dtype, "x", allow_nan=True)
     return array, data, mask
+
+
+# What a bad batch's error carries through tf.data, which wraps it in its own error type.
+_BAD_BATCH = "tfdlgm-bad-batch: "
+
+
+def is_dataset(data) -> bool:
+    """Whether `data` is read batch by batch: a `keras.utils.PyDataset` or a `tf.data`
+    dataset (anything else `fit` takes is an array or tensor, checked whole)."""
+    return isinstance(data, keras.utils.PyDataset) or _is_tf_dataset(data)
+
+
+def _is_tf_dataset(data) -> bool:
+    return any(
+        cls.__module__.startswith("tensorflow") and cls.__name__ == "DatasetV2"
+        for cls in type(data).__mro__
+    )
+
+
+def checked_batches(data, check, name="x"):
+    """`data` with `check(images)` applied to every batch's images as it is read.
+
+    Args:
+        data: a `keras.utils.PyDataset` or a `tf.data.Dataset` whose elements are images, or
+            tuples whose first item is the images.
+        check: callable taking a NumPy batch of images and returning it validated (raising
+            `ValueError` on bad data).
+        name: the argument's name, for messages.
+
+    Returns:
+        A dataset of the same kind. A bad batch raises `ValueError` when it is read (inside
+        `fit`/`evaluate`, under `bad_batches_as_value_errors`).
+    """
+
+    def checked(images):
+        try:
+            check(images)
+        except ValueError as error:
+            raise ValueError(f"{_BAD_BATCH}{error}") from None
+        return images
+
+    if isinstance(data, keras.utils.PyDataset):
+        return _CheckedBatches(data, checked)
+
+    import tensorflow as tf
+
+    def check_element(*element):
+        images = element[0]
+        out = tf.numpy_function(checked, [images], images.dtype, stateful=False)
+        out.set_shape(images.shape)
+        return out if len(element) == 1 else (out, *element[1:])
+
+    return data.map(check_element)
+
+
+class _CheckedBatches(keras.utils.PyDataset):
+    """A `PyDataset` whose batches are validated as they are read (`checked_batches`)."""
+
+    def __init__(self, data, check):
+        super().__init__(
+            workers=data.workers,
+            use_multiprocessing=data.use_multiprocessing,
+            max_queue_size=data.max_queue_size,
+        )
+        self._data = data
+        self._check = check
+
+    def __len__(self):
+        return len(self._data)
+
+    @property
+    def num_batches(self):
+        return self._data.num_batches
+
+    def __getitem__(self, index):
+        batch = self._data[index]
+        if isinstance(batch, tuple):
+            return (self._check(batch[0]), *batch[1:])
+        return self._check(batch)
+
+    def on_epoch_end(self):
+        self._data.on_epoch_end()
+
+
+@contextlib.contextmanager
+def bad_batches_as_value_errors():
+    """Re-raises a bad batch that `checked_batches` found as the plain `ValueError` it is:
+    `tf.data` (which also serves a `PyDataset` under TensorFlow) wraps it in its own error
+    type and traceback."""
+    try:
+        yield
+    except Exception as error:
+        text = str(error)
+        if _BAD_BATCH not in text:
+            raise
+        message = text.split(_BAD_BATCH, 1)[1].splitlines()[0].strip()
+        raise ValueError(message) from None

@@ -315,7 +315,24 @@ def _write_preset(model, old, staging, training, figures, card_text, name, proto
         "figures": _jsonable(figures),
         "files": {file: _file_record(staging / file) for file in PRESET_FILES},
     }
+    _keep_other_files(old, staging)
     _write_json(staging / METADATA_FILE, preset)  # last: the folder's commit point
+
+
+def _keep_other_files(old: pathlib.Path, staging: pathlib.Path) -> None:
+    """Copies what else the folder being replaced holds (a training recipe, a user's notes)
+    into the new one, so that replacing a preset never deletes a file that is not part of it."""
+    if not old.is_dir():
+        return
+    for item in old.iterdir():
+        if item.name in (*PRESET_FILES, METADATA_FILE):
+            continue
+        if item.is_symlink():
+            os.symlink(os.readlink(item), staging / item.name)
+        elif item.is_dir():
+            shutil.copytree(item, staging / item.name, symlinks=True)
+        else:
+            shutil.copy2(item, staging / item.name)
 
 
 def _write_json(path: pathlib.Path, value) -> None:

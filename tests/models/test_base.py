@@ -73,3 +73,80 @@ def test_fit_and_evaluate_use_sample_weight():
     model.fit(x, sample_weight=np.ones(8, "float32"), batch_size=4, epochs=1, verbose=0)
     moved = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     assert any(not np.array_equal(old, new) for old, new in zip(after, moved, strict=True))
+
+
+# -- data on the way into fit and evaluate ------------------------------------------------
+
+
+def _datasets(x):
+    """The same data as a PyDataset and, where TensorFlow is installed, as tf.data."""
+    from tfdlgm.datasets import NumpyBatches
+
+    out = {"PyDataset": NumpyBatches(x, batch_size=4, binarize=None)}
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return out
+    out["tf.data"] = tf.data.Dataset.from_tensor_slices(x).batch(4)
+    return out
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first batch", "a later batch"])
+@pytest.mark.parametrize("bad_value", [np.nan, 0.5], ids=["NaN", "non-binary"])
+def test_a_bad_batch_of_a_dataset_stops_fit_and_evaluate_and_loses_nothing(first, bad_value):
+    model = tiny_vae()
+    model.compile(optimizer="adam")
+    x = binary(16)
+    x[1 if first else 13, 3] = bad_value
+    before = [np.array(w) for w in model.get_weights()]
+    for kind, data in _datasets(x).items():
+        with pytest.raises(ValueError, match=r"A batch of `x` is not valid data: `x` must"):
+            model.fit(data, epochs=1, verbose=0)
+        with pytest.raises(ValueError, match=r"A batch of `x` is not valid data"):
+            model.evaluate(data, verbose=0)
+        if first:  # no step ran: the weights are those before, and the model still works
+            for w, b in zip(model.get_weights(), before, strict=True):
+                np.testing.assert_array_equal(w, b, err_msg=kind)
+        assert np.all(np.isfinite(model.elbo(binary(4), seed=0))), kind
+    model.fit(binary(16), epochs=1, batch_size=4, verbose=0)  # trains on good data after
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_tensors_lists_and_validation_data_are_checked_whole():
+    model = tiny_vae()
+    model.compile(optimizer="adam")
+    x = binary(8)
+    x[2, 1] = 0.5
+    with pytest.raises(ValueError, match=r"`x` must hold binary values"):
+        model.fit(keras.ops.convert_to_tensor(x), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_data` must hold binary values"):
+        model.fit(binary(8), validation_data=x, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"`x` must have shape \[batch, 12\]"):
+        model.fit([[0.0, 1.0]] * 4, epochs=1, verbose=0)
+    model.fit(binary(8).tolist(), epochs=1, verbose=0)  # a list of rows is data too
+
+
+def test_plain_fit_stops_at_a_non_finite_loss():
+    from tfdlgm.callbacks import NonFiniteLossError
+
+    model = tiny_vae()
+    model.compile(optimizer=keras.optimizers.SGD(1e30))
+    with pytest.raises(NonFiniteLossError, match="Training stopped: the loss is"):
+        model.fit(binary(16), batch_size=4, epochs=3, verbose=0)
+
+
+def test_the_elbo_draws_its_samples_in_chunks(monkeypatch):
+    """Memory does not grow with num_samples: the samples come in chunks of at most
+    _ROWS_PER_CHUNK / batch rows, and the chunked mean estimates the same ELBO."""
+    from tfdlgm.models import base
+
+    model = tiny_vae()
+    x = binary(8)
+    whole = model.elbo(x, num_samples=400, seed=0)
+    sizes = []
+    real = model._compiled("elbo", model._elbo_batch)
+    monkeypatch.setattr(base, "_ROWS_PER_CHUNK", 8 * 64)
+    model._compiled_functions["elbo"] = lambda batch, size: sizes.append(size) or real(batch, size)
+    chunked = model.elbo(x, num_samples=400, seed=1)
+    assert sizes == [64] * 6 + [16]
+    np.testing.assert_allclose(chunked, whole, atol=0.3)  # 400 draws each, different streams

@@ -113,7 +113,7 @@ def test_save_load_round_trip(binary_data, tmp_path):
     [
         ({"hidden": (16, 12)}, r"`hidden` must give one width per stochastic layer"),
         ({"latent_dims": ()}, r"`latent_dims` must be a non-empty tuple"),
-        ({"hidden": (16, 12, 0)}, r"`units` must be a tuple of positive ints"),
+        ({"hidden": (16, 12, 0)}, r"`hidden` must be a non-empty tuple of positive ints"),
     ],
 )
 def test_bad_arguments(kwargs, message):

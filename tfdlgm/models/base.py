@@ -21,6 +21,7 @@ from tfdlgm.backend import (
     global_mean,
     multi_worker_logs,
     tfp_seed,
+    variables_kept_on_failure,
 )
 from tfdlgm.distributions import OBSERVATIONS, observation_layer, standard_normal
 from tfdlgm.metrics import MeanTerms
@@ -76,14 +77,7 @@ class LatentModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        latent_dims = tuple(latent_dims) if isinstance(latent_dims, (list, tuple)) else None
-        if not latent_dims or not all(
-            isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in latent_dims
-        ):
-            raise ValueError(
-                "`latent_dims` must be a non-empty tuple of positive ints. "
-                f"Received: latent_dims={latent_dims!r}"
-            )
+        latent_dims = validation.check_sizes(latent_dims, "latent_dims")
         if likelihood not in OBSERVATIONS:
             raise ValueError(
                 f"`likelihood` must be one of {tuple(OBSERVATIONS)}. "
@@ -202,37 +196,66 @@ class LatentModel(keras.Model):
         return multi_worker_logs(self.get_metrics_result())
 
     def fit(self, x=None, *args, **kwargs):
-        """`keras.Model.fit`; array data is validated first (shape, dtype, support).
+        """`keras.Model.fit`, with the data validated on the way in and a guard against a
+        non-finite loss.
 
-        Datasets (`tf.data`, `PyDataset` such as `tfdlgm.datasets.mnist`) shuffle themselves,
-        so `shuffle` defaults to `False` for them and `True` for arrays.
-        `sample_weight` (`[N]`, with array data) weights each example's objective
-        (`compute_loss`).
+        Arrays and tensors are checked whole (shape, dtype, finite, the likelihood's
+        support); every batch of a `tf.data.Dataset` or a `keras.utils.PyDataset` is checked
+        as it is read (`tfdlgm.validation.checked_batches`), so NaN or non-binary data stops
+        `fit` with a `ValueError` before it reaches the weights. A NaN or infinite loss stops it
+        with `tfdlgm.callbacks.NonFiniteLossError` (`NonFiniteLossGuard`, added first unless
+        `callbacks` holds one). Datasets (`tf.data`, `PyDataset` such as
+        `tfdlgm.datasets.mnist`) shuffle themselves, so `shuffle` defaults to `False` for them
+        and `True` for arrays. `sample_weight` (`[N]`, with array data) weights each example's
+        objective (`compute_loss`).
         """
+        from tfdlgm.callbacks import NonFiniteLossGuard  # callbacks builds on this module
+
         if not isinstance(x, np.ndarray):
             kwargs.setdefault("shuffle", False)
-        return super().fit(*self._keras_data(x, args, kwargs), **kwargs)
+        callbacks = list(kwargs.get("callbacks") or [])
+        if not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
+            kwargs["callbacks"] = [NonFiniteLossGuard(), *callbacks]
+        data = self._keras_data(x, args, kwargs)
+        with validation.bad_batches_as_value_errors(), variables_kept_on_failure(self):
+            return super().fit(*data, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
-        """`keras.Model.evaluate`: loss, ELBO, reconstruction and KL per layer (nats).
+        """`keras.Model.evaluate`: loss, ELBO, reconstruction and KL per layer (nats), the data
+        validated as in `fit`.
 
         With `sample_weight` the loss is the weighted one (`compute_loss`).
         """
-        return super().evaluate(*self._keras_data(x, args, kwargs), **kwargs)
+        data = self._keras_data(x, args, kwargs)
+        with validation.bad_batches_as_value_errors(), variables_kept_on_failure(self):
+            return super().evaluate(*data, **kwargs)
 
     def _keras_data(self, x, args, kwargs):
-        """`(x, *args)` for Keras, array data validated. Keras' array adapter drops
+        """`(x, *args)` for Keras, the data validated. Keras' array adapter drops
         `sample_weight` when there is no `y`, so `x` then stands in for the targets (which the
         model does not use)."""
-        x = self._check_if_array(x)
+        x = self._checked(x)
         if kwargs.get("sample_weight") is not None and not args and kwargs.get("y") is None:
             kwargs["y"] = x
+        for key in ("validation_data",):
+            if kwargs.get(key) is not None:
+                kwargs[key] = self._checked(kwargs[key], key)
         return (x, *args)
 
-    def _check_if_array(self, x):
-        if isinstance(x, np.ndarray):
-            return self._check_x(x)
-        return x
+    def _checked(self, data, name="x"):
+        """Arrays and tensors validated now; datasets validated batch by batch as read."""
+        if isinstance(data, tuple) and name == "validation_data":
+            return (self._checked(data[0], name), *data[1:])
+        if not validation.is_dataset(data):
+            return self._check_x(data, name)
+
+        def check_batch(batch):
+            try:
+                return self._check_x(batch, name)
+            except ValueError as error:
+                raise ValueError(f"A batch of `{name}` is not valid data: {error}") from None
+
+        return validation.checked_batches(data, check_batch, name)
 
     # -- bounds ----------------------------------------------------------------------------
 
@@ -245,7 +268,8 @@ class LatentModel(keras.Model):
 
         Args:
             x: float array `[batch, data_dim]` in the likelihood's support.
-            num_samples: int, Monte Carlo samples for the expectation. Defaults to `1`.
+            num_samples: int, Monte Carlo samples for the expectation, drawn in chunks so that
+                memory does not grow with it. Defaults to `1`.
             batch_size: int, examples per pass. Defaults to `1000`.
             seed: int or None, for a reproducible estimate.
             verbose: `0` (silent), `1` (a progress bar over the examples), `2` (one line at
@@ -263,7 +287,13 @@ class LatentModel(keras.Model):
         out, done = [], 0
         with self._seeded(seed):
             for batch in _batches(x, batch_size):
-                out.append(ops.convert_to_numpy(elbo(batch, num_samples)))
+                # The samples in chunks, so that memory does not grow with num_samples.
+                chunk = max(1, min(num_samples, _ROWS_PER_CHUNK // len(batch)))
+                total = 0.0
+                for start in range(0, num_samples, chunk):
+                    size = min(chunk, num_samples - start)
+                    total += ops.convert_to_numpy(elbo(batch, size)).astype(np.float64) * size
+                out.append((total / num_samples).astype(np.float32))
                 done += len(batch)
                 progress.update(done)
         return np.concatenate(out)

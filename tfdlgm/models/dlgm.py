@@ -99,13 +99,7 @@ class DLGM(LatentModel):
         **kwargs,
     ):
         super().__init__(latent_dims=latent_dims, likelihood=likelihood, **kwargs)
-        hidden = tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden
-        if not isinstance(hidden, tuple) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in hidden
-        ):
-            raise ValueError(
-                f"`hidden` must be a tuple of positive ints. Received: hidden={hidden!r}"
-            )
+        hidden = validation.check_sizes(hidden, "hidden", allow_empty=True)
         if covariance not in POSTERIORS:
             raise ValueError(
                 f"`covariance` must be one of {tuple(POSTERIORS)}. "

@@ -41,6 +41,7 @@ class FactorAnalysis(LatentModel):
                 f"use VAE or DLGM for another. Received: likelihood={kwargs['likelihood']!r}"
             )
         kwargs.pop("likelihood", None)
+        latent_dim = validation.check_positive_int(latent_dim, "latent_dim")
         super().__init__(
             latent_dims=(latent_dim,), data_dim=data_dim, likelihood="gaussian", **kwargs
         )

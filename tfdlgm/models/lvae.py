@@ -55,16 +55,16 @@ class LadderVAE(LatentModel):
         **kwargs,
     ):
         super().__init__(latent_dims=latent_dims, **kwargs)
-        hidden = tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden
-        if not isinstance(hidden, tuple) or len(hidden) != len(self.latent_dims):
+        hidden = validation.check_sizes(hidden, "hidden")
+        if len(hidden) != len(self.latent_dims):
             raise ValueError(
                 "`hidden` must give one width per stochastic layer "
                 f"(len(latent_dims) = {len(self.latent_dims)}). Received: hidden={hidden!r}"
             )
         self.hidden = hidden
         self.layers_per_block = validation.check_positive_int(layers_per_block, "layers_per_block")
-        self.ladder = bool(ladder)
-        self.batch_norm = bool(batch_norm)
+        self.ladder = validation.check_bool(ladder, "ladder")
+        self.batch_norm = validation.check_bool(batch_norm, "batch_norm")
         self.activation = activation
 
         def block(width, name):

@@ -2,6 +2,7 @@
 
 import keras
 
+from tfdlgm import validation
 from tfdlgm.backend import tfp_seed
 from tfdlgm.distributions import posterior_layer, standard_normal
 from tfdlgm.layers import MLP
@@ -43,13 +44,11 @@ class VAE(LatentModel):
     def __init__(
         self, latent_dim=50, hidden=(200, 200), activation="tanh", covariance="diagonal", **kwargs
     ):
+        latent_dim = validation.check_positive_int(latent_dim, "latent_dim")
+        hidden = validation.check_sizes(hidden, "hidden", allow_empty=True)
         super().__init__(latent_dims=(latent_dim,), **kwargs)
-        if not isinstance(hidden, (list, tuple)):
-            raise ValueError(
-                f"`hidden` must be a tuple of positive ints. Received: hidden={hidden!r}"
-            )
         self.latent_dim = latent_dim
-        self.hidden = tuple(hidden)
+        self.hidden = hidden
         self.activation = activation
         self.covariance = covariance
         self.encoder = MLP(self.hidden, activation, name="encoder")
