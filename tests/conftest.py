@@ -36,6 +36,16 @@ def frey_path():
     return path
 
 
+@pytest.fixture(params=["numpy", "tf"])
+def as_numpy(request):
+    """`as_numpy` for the data pipeline under test: `NumpyBatches` ("numpy") or `tf.data`
+    ("tf", skipped where TensorFlow is not installed)."""
+    if request.param == "tf":
+        pytest.importorskip("tensorflow")
+        return False
+    return True
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

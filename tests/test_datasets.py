@@ -20,15 +20,6 @@ from tfdlgm import datasets
 GOLDEN_BITS_SEED_0 = [0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
 
 
-@pytest.fixture(params=["numpy", "tf"])
-def as_numpy(request):
-    """`as_numpy` for the pipeline under test."""
-    if request.param == "tf":
-        pytest.importorskip("tensorflow")
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def arrays(mnist_path):
     return datasets.load_mnist_arrays(mnist_path)

@@ -11,14 +11,6 @@ import tfdlgm
 from tfdlgm import datasets
 
 
-@pytest.fixture(params=["numpy", "tf"])
-def as_numpy(request):
-    if request.param == "tf":
-        pytest.importorskip("tensorflow")
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def levels(frey_path):
     return datasets.load_frey_faces_arrays(frey_path)

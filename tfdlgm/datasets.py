@@ -308,22 +308,15 @@ def mnist(
     model.fit(train, epochs=10)
     ```
     """
-    _check_choice("split", split, SPLITS)
-    _check_dataset_args(binarize, batch_size, seed, drop_remainder)
-    if shuffle is not None:
-        _check_bool("shuffle", shuffle, "a bool or None")
-    _check_bool("as_numpy", as_numpy)
-    x = load_mnist_arrays(path)[split]
-    if shuffle is None:
-        shuffle = split == "train"
-    return _make_dataset(
-        x,
+    return _split_dataset(
+        lambda: load_mnist_arrays(path)[split],
+        split,
+        batch_size,
+        seed,
+        shuffle,
+        drop_remainder,
+        as_numpy,
         binarize=binarize,
-        batch_size=batch_size,
-        seed=seed,
-        shuffle=shuffle,
-        drop_remainder=drop_remainder,
-        as_numpy=as_numpy,
     )
 
 
@@ -458,20 +451,31 @@ def frey_faces(
     model = tfdlgm.models.VAE(latent_dim=10, data_dim=560, likelihood="gaussian")
     ```
     """
+
+    def levels():
+        k = load_frey_faces_arrays(path)[split].astype(np.float32)
+        return k if dequantize is not None else (k + np.float32(0.5)) / np.float32(LEVELS)
+
+    return _split_dataset(
+        levels, split, batch_size, seed, shuffle, drop_remainder, as_numpy, dequantize=dequantize
+    )
+
+
+def _split_dataset(
+    load, split, batch_size, seed, shuffle, drop_remainder, as_numpy, binarize=None, dequantize=None
+):
+    """The batches of one split, as `mnist()` and `frey_faces()` serve them: the arguments
+    checked, then `load()` (the split's rows) read, shuffled by default for training."""
     _check_choice("split", split, SPLITS)
-    _check_choice("dequantize", dequantize, DEQUANTIZATIONS)
-    _check_dataset_args(None, batch_size, seed, drop_remainder)
+    _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize)
     if shuffle is not None:
         _check_bool("shuffle", shuffle, "a bool or None")
     _check_bool("as_numpy", as_numpy)
-    levels = load_frey_faces_arrays(path)[split].astype(np.float32)
     if shuffle is None:
         shuffle = split == "train"
-    if dequantize is None:
-        levels = (levels + np.float32(0.5)) / np.float32(LEVELS)
     return _make_dataset(
-        levels,
-        binarize=None,
+        load(),
+        binarize=binarize,
         batch_size=batch_size,
         seed=seed,
         shuffle=shuffle,
