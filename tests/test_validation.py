@@ -95,13 +95,13 @@ def test_bad_sizes_and_seeds(vae, call, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"latent_dim": 0}, r"`latent_dims` must be a non-empty tuple of positive ints"),
+        ({"latent_dim": 0}, r"`latent_dim` must be a positive int .*Received: latent_dim=0"),
         ({"data_dim": 0}, "`data_dim` must be a positive int"),
         ({"likelihood": "poisson"}, "`likelihood` must be one of .*Received: likelihood='poisson'"),
         ({"covariance": "full"}, "`covariance` must be one of .*Received: covariance='full'"),
         ({"objective": "wake"}, "`objective` must be one of .*Received: objective='wake'"),
         ({"objective": {"name": "iwae", "num_samples": 0}}, "`num_samples` must be a positive int"),
-        ({"hidden": (8, -1)}, "`units` must be a tuple of positive ints"),
+        ({"hidden": (8, -1)}, r"`hidden` must be a tuple of .* Received: hidden=\(8, -1\)"),
         ({"seed": -3}, "`seed` must be None or a non-negative int"),
     ],
 )
