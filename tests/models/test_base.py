@@ -1,5 +1,6 @@
 """`LatentModel` and Keras' own arguments: `compile`'s loss and metrics, `sample_weight`."""
 
+import hypothesis
 import keras
 import numpy as np
 import pytest
@@ -150,3 +151,63 @@ def test_the_elbo_draws_its_samples_in_chunks(monkeypatch):
     chunked = model.elbo(x, num_samples=400, seed=1)
     assert sizes == [64] * 6 + [16]
     np.testing.assert_allclose(chunked, whole, atol=0.3)  # 400 draws each, different streams
+
+
+_VALUES = [0.0, 1.0, 0.5, -1.0, np.nan, np.inf]
+
+
+@pytest.fixture(scope="module")
+def fuzzed_model():
+    model = tiny_vae()
+    model.compile(optimizer="adam")
+    return model
+
+
+@hypothesis.settings(max_examples=25, deadline=None, derandomize=True)
+@hypothesis.given(
+    picks=hypothesis.strategies.lists(
+        hypothesis.strategies.integers(0, len(_VALUES) - 1), min_size=8 * 12, max_size=8 * 12
+    ),
+    width=hypothesis.strategies.sampled_from([12, 11]),
+    dtype=hypothesis.strategies.sampled_from(["float32", "float64", "int32"]),
+    kind=hypothesis.strategies.sampled_from(["array", "tensor", "PyDataset", "tf.data"]),
+    clean=hypothesis.strategies.booleans(),
+)
+def test_fuzzed_data_trains_or_is_a_value_error_and_never_reaches_the_weights(
+    fuzzed_model, picks, width, dtype, kind, clean
+):
+    """Whatever `fit` and `evaluate` are given, in whichever container: valid binary data
+    trains; anything else is a `ValueError` before a weight changes."""
+    if clean:  # binary values only: valid data where the shape and dtype are
+        picks = [i % 2 for i in picks]
+    x = np.array([_VALUES[i] for i in picks]).reshape(8, 12)[:, :width]
+    with np.errstate(invalid="ignore"):
+        x = x.astype(dtype)
+    valid = width == 12 and dtype != "int32" and np.isin(x, [0.0, 1.0]).all()
+    if kind == "tensor":
+        data = keras.ops.convert_to_tensor(x)
+    elif kind == "PyDataset":
+        from tfdlgm.datasets import NumpyBatches
+
+        if dtype == "int32":  # NumpyBatches serves float32 by construction
+            return
+        data = NumpyBatches(x, batch_size=4, binarize=None)
+    elif kind == "tf.data":
+        tf = pytest.importorskip("tensorflow")
+        data = tf.data.Dataset.from_tensor_slices(x).batch(4)
+    else:
+        data = x
+    model = fuzzed_model
+    before = [np.array(w) for w in model.get_weights()]
+    for run in (
+        lambda: model.fit(data, epochs=1, batch_size=4, verbose=0),
+        lambda: model.evaluate(data, batch_size=4, verbose=0),
+    ):
+        if valid:
+            run()
+            continue
+        with pytest.raises(ValueError):
+            run()
+        for w, b in zip(model.get_weights(), before, strict=True):
+            np.testing.assert_array_equal(w, b)
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
