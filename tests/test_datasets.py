@@ -486,7 +486,7 @@ def test_wrong_shape_or_dtype(tmp_path, x_train, x_test, received):
             "`binarize` must be one of ('dynamic', 'fixed', None). Received: binarize='stochastic'",
         ),
         ({"binarize": True}, "Received: binarize=True"),
-        ({"batch_size": 0}, "`batch_size` must be an int >= 1. Received: batch_size=0"),
+        ({"batch_size": 0}, "must be a positive int (>= 1). Received: batch_size=0"),
         ({"batch_size": 2.5}, "Received: batch_size=2.5"),
         ({"batch_size": True}, "Received: batch_size=True"),
         ({"seed": 1.5}, "`seed` must be a non-negative int. Received: seed=1.5"),

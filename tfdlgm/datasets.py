@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import os
 import zipfile
 import zlib
@@ -53,7 +52,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from tfdlgm import backend
+from tfdlgm import backend, validation
 
 if TYPE_CHECKING:  # Annotations only: TensorFlow is imported when a tf.data pipeline is built.
     import tensorflow as tf
@@ -239,7 +238,7 @@ def fixed_binarization(x, seed: int) -> np.ndarray:
     bits.dtype, set(np.unique(bits))   # (dtype('float32'), {0.0, 1.0})
     ```
     """
-    _check_seed(seed)
+    validation.check_nonnegative_int(seed, "seed")
     x = np.asarray(x)
     outside = ~((x >= 0) & (x <= 1))
     if np.any(outside):
@@ -373,7 +372,7 @@ def fixed_dequantization(levels, seed: int) -> np.ndarray:
         ValueError: if `seed` is not a non-negative int, or `levels` holds values that are not
             integers in 0..255.
     """
-    _check_seed(seed)
+    validation.check_nonnegative_int(seed, "seed")
     levels = _check_levels(levels)
     uniforms = np.random.Generator(np.random.PCG64(int(seed))).random(
         levels.shape, dtype=np.float32
@@ -466,11 +465,10 @@ def _split_dataset(
 ):
     """The batches of one split, as `mnist()` and `frey_faces()` serve them: the arguments
     checked, then `load()` (the split's rows) read, shuffled by default for training."""
-    _check_choice("split", split, SPLITS)
+    validation.check_choice(split, "split", SPLITS)
     _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize)
-    if shuffle is not None:
-        _check_bool("shuffle", shuffle, "a bool or None")
-    _check_bool("as_numpy", as_numpy)
+    validation.check_bool(shuffle, "shuffle", allow_none=True)
+    validation.check_bool(as_numpy, "as_numpy")
     if shuffle is None:
         shuffle = split == "train"
     return _make_dataset(
@@ -536,7 +534,7 @@ class NumpyBatches(keras.utils.PyDataset):
     ):
         super().__init__(**kwargs)
         _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize)
-        _check_bool("shuffle", shuffle)
+        validation.check_bool(shuffle, "shuffle")
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2:
             raise ValueError(f"`x` must be a 2-D array (n, d). Received: x.shape={x.shape}")
@@ -558,13 +556,7 @@ class NumpyBatches(keras.utils.PyDataset):
         """Makes the current pass pass number `epoch` (0-based): its order and bits are those
         an uninterrupted run draws then. `tfdlgm.training.train` calls it when resuming, so
         a resumed run sees the batches the run that was never stopped saw."""
-        if (
-            isinstance(epoch, (bool, np.bool_))
-            or not isinstance(epoch, numbers.Integral)
-            or epoch < 0
-        ):
-            raise ValueError(f"`epoch` must be a non-negative int. Received: epoch={epoch!r}")
-        self._epoch = int(epoch)
+        self._epoch = validation.check_nonnegative_int(epoch, "epoch")
         self._order = self._epoch_order()
 
     def __len__(self) -> int:
@@ -813,34 +805,14 @@ def _read_npz(path, expected_arrays, title, layout):
     return arrays
 
 
-def _check_choice(name, value, allowed):
-    if not isinstance(value, (str, type(None))) or value not in allowed:
-        raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
-
-
-def _check_bool(name, value, expected="a bool"):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
-
-
-def _check_seed(seed):
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative int. Received: seed={seed!r}")
-
-
 def _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize=None):
-    _check_choice("binarize", binarize, BINARIZATIONS)
-    _check_choice("dequantize", dequantize, DEQUANTIZATIONS)
+    validation.check_choice(binarize, "binarize", BINARIZATIONS)
+    validation.check_choice(dequantize, "dequantize", DEQUANTIZATIONS)
     if binarize is not None and dequantize is not None:
         raise ValueError(
             "Pass `binarize` (binary data) or `dequantize` (8-bit data), not both. "
             f"Received: binarize={binarize!r}, dequantize={dequantize!r}"
         )
-    if (
-        isinstance(batch_size, (bool, np.bool_))
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
-    _check_seed(seed)
-    _check_bool("drop_remainder", drop_remainder)
+    validation.check_positive_int(batch_size, "batch_size")
+    validation.check_nonnegative_int(seed, "seed")
+    validation.check_bool(drop_remainder, "drop_remainder")

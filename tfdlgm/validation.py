@@ -47,11 +47,23 @@ def check_sizes(value, name, allow_empty=False):
     return sizes
 
 
-def check_bool(value, name):
-    """Returns `value` if it is a bool, else raises `ValueError` naming `name`."""
+def check_bool(value, name, allow_none=False):
+    """Returns `value` if it is a bool (or None, where allowed), else raises `ValueError`
+    naming `name`."""
+    if value is None and allow_none:
+        return None
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+        expected = "a bool or None" if allow_none else "a bool"
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}")
     return bool(value)
+
+
+def check_choice(value, name, allowed):
+    """Returns `value` if it is one of `allowed` (strings, or None), else raises `ValueError`
+    naming `name` and listing them."""
+    if not isinstance(value, (str, type(None))) or value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={value!r}")
+    return value
 
 
 def check_seed(seed):
