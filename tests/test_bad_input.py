@@ -12,6 +12,7 @@ core bounds (every bad array at `elbo`, `iwae_bound`, `log_likelihood`, `reconst
 # ruff: noqa: E501  (the tables keep one case per line, its message in full, to be read down)
 
 import re
+import sys
 import types
 
 import numpy as np
@@ -242,3 +243,21 @@ def test_bad_files_given_to_the_command_line(c, capsys):
     assert cli.main(["sample", "vae-mnist", "-n", "2", "-o", output]) == 1
     err = capsys.readouterr().err
     assert f"cannot write {output}: the folder" in err and "does not exist" in err
+
+
+def test_a_missing_optional_package_is_one_line_from_the_command_line(
+    tmp_path, capsys, monkeypatch
+):
+    """Pillow (PNG files) and tensorboard (logs without TensorFlow) are optional: where one is
+    not installed, the command that needs it says so in one line, exit status 1."""
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` now raises ImportError
+    assert cli.main(["sample", "vae-mnist", "-n", "2", "-o", str(tmp_path / "s.png")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "needs the `pillow` package" in err, err
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.setattr(training.backend, "has_tensorflow", lambda: False)
+    argv = ["train", "--model", "fa", "--latent-dims", "2", "--epochs", "1"]
+    argv += ["--train-examples", "20", "--logdir", str(tmp_path / "logs")]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "needs the `tensorboard` package" in err, err

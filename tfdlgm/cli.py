@@ -17,7 +17,8 @@ asks for another one the command starts itself again in a fresh interpreter with
 `KERAS_BACKEND` set; that costs one more interpreter start.
 
 Exit status: 0 on success, 1 when the command failed (a missing file, a file that is not a
-model, an unknown preset: one line on stderr, no traceback), 2 on a usage error (argparse's).
+model, an unknown preset, an optional package not installed: one line on stderr, no
+traceback), 2 on a usage error (argparse's).
 
 Every path a verb writes (`--output`/`-o`, `--logdir`, `--checkpoint-dir`) is checked before
 any work starts (`_check_output`). `train --checkpoint-dir DIR` owns DIR for the whole run
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(args, error)
         return error.status
     except (ValueError, OSError) as error:  # the library's errors on bad input
+        _print_error(args, error)
+        return 1
+    except ImportError as error:  # an optional package (Pillow, tensorboard) not installed
         _print_error(args, error)
         return 1
 

@@ -37,7 +37,13 @@ def save_grid(
     Returns:
         The path written, as a str.
     """
-    from PIL import Image  # a dev dependency: imported only here
+    try:
+        from PIL import Image  # a dev dependency: imported only here
+    except ImportError as error:
+        raise ImportError(
+            "Saving a PNG needs the `pillow` package (`pip install pillow`, or the `dev` "
+            f"extra), which could not be imported: {error}"
+        ) from error
 
     canvas = grid(images, image_shape, scale, padding)
     Image.fromarray(canvas if canvas.shape[-1] == 3 else canvas[..., 0]).save(os.fspath(path))
