@@ -7,12 +7,17 @@ about a minute per backend on 2 CPU cores; nothing else of a block is changed. E
 `SIZES` must match somewhere in the README, so the table and the README cannot drift apart
 unnoticed. Output shown in the README is fenced ```text, never ```python.
 
-`blocks(language, section)` extracts the blocks of one language under one `## ` heading, so a
-test of the "Command line" section's ```bash blocks can be added beside these.
+The commands of the "Command line" section run too (`test_the_command_line_section_runs`), in
+one process through `tfdlgm.cli.main`, with `CLI_SIZES` shrinking them the same way; a command
+that starts a server (`tensorboard`) is checked for being one and not run.
 """
 
+import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -90,3 +95,75 @@ def test_python_block_runs(line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     source = "\n" * (line - 1) + shrink(code)
     exec(compile(source, str(README), "exec"), {"__name__": "__readme__"})
+
+
+# The same for the "Command line" section's commands (after joining continued lines).
+CLI_SIZES = (
+    ("--epochs 100 --batch-size 100", "--epochs 1 --batch-size 100 --train-examples 200"),
+    ("--epochs 200 --batch-size 100", "--epochs 2 --batch-size 100 --train-examples 200"),
+    ("--train-examples 500", "--train-examples 100"),
+    ("--k 5000 --examples 100", "--k 10 --examples 4"),
+    ("-n 64", "-n 4"),
+    ("--examples 8 --steps 100", "--examples 2 --steps 2"),
+)
+SERVERS = ("tensorboard",)  # commands that start a server: not run
+# Runs `main(argv)` for each argv of the JSON list argv[1]; prints the exit codes as JSON.
+_DRIVER = """
+import json, sys
+from tfdlgm.cli import main
+codes = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        codes.append(main(argv))
+    except SystemExit as exit:
+        codes.append(exit.code)
+print(json.dumps(codes))
+"""
+
+
+def commands(section="Command line"):
+    """The shell commands of a section's ```bash blocks: continued lines joined, comments cut."""
+    found = []
+    for *_, code in blocks("bash", section):
+        for line in code.replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                found.append(" ".join(line.split()))
+    return found
+
+
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND") == "jax",
+    reason="the command line is tested under TensorFlow (tests/test_cli.py::test_jax_smoke)",
+)
+def test_the_command_line_section_runs(tmp_path):
+    lines = commands()
+    joined = "\n".join(lines)
+    stale = [text for text, _ in CLI_SIZES if text not in joined]
+    assert not stale, f"CLI_SIZES rewrites text the README's commands no longer hold: {stale}"
+    argvs = []
+    for line in lines:
+        for text, replacement in CLI_SIZES:
+            line = line.replace(text, replacement)
+        words = line.split()
+        if words[0] in SERVERS:
+            continue
+        assert words[0] == "tfdlgm", f"a README command that is not tfdlgm's: {line}"
+        argvs.append(words[1:])
+    assert len(argvs) >= 8
+    process = subprocess.run(
+        [sys.executable, "-c", _DRIVER, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    codes = json.loads(process.stdout.splitlines()[-1])
+    failed = [" ".join(argv) for argv, code in zip(argvs, codes) if code not in (0, None)]
+    assert not failed, f"README commands that failed: {failed}\n{process.stderr[-3000:]}"
+    for written in ("vae.keras", "tiny.keras", "samples.png", "completed.png"):
+        assert (tmp_path / written).is_file(), written
+    state = json.loads((tmp_path / "checkpoints" / "vae" / "state.json").read_text())
+    assert state["epoch"] == 2  # the second command resumed the first's checkpoint
