@@ -18,22 +18,24 @@ for variable, shared in (("TFDLGM_MNIST", SHARED_MNIST), ("TFDLGM_FREY_FACES", S
         os.environ[variable] = str(shared)
 
 
+def _data_file(variable, shared):
+    """The data file the tests use: `variable` if set, else the checkout's sibling `shared`."""
+    path = os.environ.get(variable) or str(shared)
+    if not os.path.exists(path):
+        pytest.fail(f"{shared.name} not found at {path}; set {variable} to the file")
+    return path
+
+
 @pytest.fixture(scope="session")
 def mnist_path():
     """Path to the MNIST file: TFDLGM_MNIST if set, else ../shared/data/mnist.npz."""
-    path = os.environ.get("TFDLGM_MNIST") or str(SHARED_MNIST)
-    if not os.path.exists(path):
-        pytest.fail(f"MNIST not found at {path}; set TFDLGM_MNIST to the mnist.npz file")
-    return path
+    return _data_file("TFDLGM_MNIST", SHARED_MNIST)
 
 
 @pytest.fixture(scope="session")
 def frey_path():
     """Path to the Frey faces file: TFDLGM_FREY_FACES if set, else ../shared/data/."""
-    path = os.environ.get("TFDLGM_FREY_FACES") or str(SHARED_FREY)
-    if not os.path.exists(path):
-        pytest.fail(f"Frey faces not found at {path}; set TFDLGM_FREY_FACES to the file")
-    return path
+    return _data_file("TFDLGM_FREY_FACES", SHARED_FREY)
 
 
 @pytest.fixture(params=["numpy", "tf"])

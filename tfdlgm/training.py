@@ -186,71 +186,44 @@ def train(
             for pattern in CHECKPOINT_FILES:  # state.json first: then no checkpoint is left
                 for path in pathlib.Path(checkpoint_dir).glob(pattern):
                     path.unlink(missing_ok=True)
-        return _fit(
-            model,
-            train_data,
-            epochs,
-            logdir,
-            checkpoint_dir,
-            validation_data,
-            callbacks,
-            warm_up_epochs,
-            verbose,
-            initial_epoch,
-        )
-
-
-def _fit(
-    model,
-    train_data,
-    epochs,
-    logdir,
-    checkpoint_dir,
-    validation_data,
-    callbacks,
-    warm_up_epochs,
-    verbose,
-    initial_epoch,
-):
-    """`train` once it owns `checkpoint_dir` and has the model to train."""
-    if hasattr(train_data, "set_epoch"):  # NumpyBatches: draw the batches of this epoch
-        train_data.set_epoch(initial_epoch)
-    extra = [callbacks_module.NonFiniteLossGuard()]
-    if warm_up_epochs is not None:
-        extra.append(callbacks_module.KLWarmUp(warm_up_epochs))
-    extra.extend(callbacks)
-    if logdir is not None:
-        held_out = None if validation_data is None else _first_examples(validation_data)
-        writer = (
-            callbacks_module.TensorBoard
-            if backend.has_tensorflow()
-            else callbacks_module.StandaloneTensorBoard
-        )
-        extra.append(writer(logdir, x=held_out))
-    if checkpoint_dir is not None:
-        extra.append(Checkpoint(checkpoint_dir))
-    try:
-        return model.fit(
-            train_data,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            validation_data=validation_data,
-            callbacks=extra,
-            verbose=verbose,
-        )
-    except NonFiniteLossError as error:
-        if checkpoint_dir is None:
-            raise
-        state = _read_state(pathlib.Path(checkpoint_dir) / STATE_FILE)
-        kept = (
-            f"The checkpoint in {checkpoint_dir} holds epoch {state['epoch']}, the last good one: "
-            "fix the cause and continue from it with resume=True (--resume)."
-            if state
-            else f"No epoch completed, so {checkpoint_dir} holds no checkpoint."
-        )
-        raise NonFiniteLossError(
-            f"{error} {kept}", epoch=error.epoch, batch=error.batch, value=error.value
-        ) from error
+        if hasattr(train_data, "set_epoch"):  # NumpyBatches: draw the batches of this epoch
+            train_data.set_epoch(initial_epoch)
+        extra = [callbacks_module.NonFiniteLossGuard()]
+        if warm_up_epochs is not None:
+            extra.append(callbacks_module.KLWarmUp(warm_up_epochs))
+        extra.extend(callbacks)
+        if logdir is not None:
+            held_out = None if validation_data is None else _first_examples(validation_data)
+            writer = (
+                callbacks_module.TensorBoard
+                if backend.has_tensorflow()
+                else callbacks_module.StandaloneTensorBoard
+            )
+            extra.append(writer(logdir, x=held_out))
+        if checkpoint_dir is not None:
+            extra.append(Checkpoint(checkpoint_dir))
+        try:
+            return model.fit(
+                train_data,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                validation_data=validation_data,
+                callbacks=extra,
+                verbose=verbose,
+            )
+        except NonFiniteLossError as error:
+            if checkpoint_dir is None:
+                raise
+            state = _read_state(pathlib.Path(checkpoint_dir) / STATE_FILE)
+            kept = (
+                f"The checkpoint in {checkpoint_dir} holds epoch {state['epoch']}, the last good "
+                "one: fix the cause and continue from it with resume=True (--resume)."
+                if state
+                else f"No epoch completed, so {checkpoint_dir} holds no checkpoint."
+            )
+            raise NonFiniteLossError(
+                f"{error} {kept}", epoch=error.epoch, batch=error.batch, value=error.value
+            ) from error
 
 
 class CheckpointWriteError(OSError):

@@ -237,9 +237,8 @@ class LatentModel(keras.Model):
         x = self._checked(x)
         if kwargs.get("sample_weight") is not None and not args and kwargs.get("y") is None:
             kwargs["y"] = x
-        for key in ("validation_data",):
-            if kwargs.get(key) is not None:
-                kwargs[key] = self._checked(kwargs[key], key)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = self._checked(kwargs["validation_data"], "validation_data")
         return (x, *args)
 
     def _checked(self, data, name="x"):
