@@ -58,7 +58,7 @@ def _run(code, env_backend):
 
 
 def test_unsupported_backend_gets_an_error_naming_the_supported_ones():
-    result = _run("import tfdlgm", "numpy")
+    result = _run("import tfdlgm.models", "numpy")
     assert result.returncode != 0
     assert "tfdlgm supports the Keras backends tensorflow, jax" in result.stderr
     assert "KERAS_BACKEND='numpy'" in result.stderr
@@ -105,7 +105,7 @@ def test_a_reduction_broadcast_back_over_a_batch_compiles_to_the_right_values(rn
 
 def test_importing_tfdlgm_after_jax_started_warns_of_the_miscompile():
     pytest.importorskip("jax")
-    code = "import jax; jax.devices(); import tfdlgm"
+    code = "import jax; jax.devices(); import tfdlgm.models"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
     late = subprocess.run(
@@ -119,11 +119,14 @@ def test_importing_tfdlgm_after_jax_started_warns_of_the_miscompile():
 
     if jaxlib.__version__.startswith("0.10."):
         assert late.returncode != 0 and backend.XLA_CPU_FIX in late.stderr
+    first_code = "import os, tfdlgm, jax; jax.devices(); import tfdlgm.models; print(os.environ)"
     first = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-c", "import tfdlgm, jax; jax.devices()"],
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", first_code],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert first.returncode == 0, first.stderr[-2000:]
+    if jaxlib.__version__.startswith("0.10."):  # `import tfdlgm` set it, before JAX started
+        assert backend.XLA_CPU_FIX in first.stdout

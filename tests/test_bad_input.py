@@ -195,7 +195,19 @@ CLI_CASES = [
     ("no verb", [], 2, "usage: tfdlgm"),
     ("unknown backend", ["--backend", "theano", "zoo", "list"], 2, "invalid choice: 'theano'"),
     ("unknown verb", ["fit"], 2, "invalid choice: 'fit'"),
-    ("unknown model", ["train", "--model", "gan", "--epochs", "1"], 2, "argument --model: invalid choice: 'gan'"),
+    ("unknown model", ["train", "--model", "gan", "--epochs", "1"], 2, r"tfdlgm train: error: --model: Unknown model 'gan'. Registered models: dlgm, fa, lvae, vae\."),
+    ("epochs negative", ["train", "--model", "vae", "--epochs", "-3"], 2, "argument --epochs: must be a positive int, got '-3'"),
+    ("learning rate negative", [*TRAIN, "--learning-rate", "-0.1"], 2, "must be a positive finite number, got '-0.1'"),
+    ("num samples 0", [*TRAIN, "--num-samples", "0"], 2, "argument --num-samples: must be a positive int, got '0'"),
+    ("devices 0", [*TRAIN, "--devices", "0"], 2, "argument --devices: must be a positive int, got '0'"),
+    ("more train examples than the split", [*TRAIN, "--train-examples", "1000000"], 2, "--train-examples 1,000,000: the MNIST train split has 50,000 images"),
+    ("more validation examples than the split", [*TRAIN, "--validation-examples", "1000000"], 2, "--validation-examples 1,000,000: the MNIST validation split has 10,000 images"),
+    ("k examples beyond examples", ["eval", "vae-mnist", "--examples", "10", "--k-examples", "20"], 2, "--k-examples 20 is more than --examples 10"),
+    ("eval more examples than the split", ["eval", "vae-mnist", "--examples", "1000000", "--k", "2"], 2, "--examples 1,000,000: the MNIST test split has 10,000 images"),
+    ("impute more examples than the split", ["impute", "vae-mnist", "--examples", "1000000", "-o", "x.png"], 2, "--examples 1,000,000: the MNIST test split has 10,000 images"),
+    ("sample output not png", ["sample", "vae-mnist", "-o", "x.jpg"], 2, "argument -o/--output: must be a .png file name, got 'x.jpg'"),
+    ("impute output without suffix", ["impute", "vae-mnist", "-o", "completed"], 2, "must be a .png file name, got 'completed'"),
+    ("zoo card folder without metadata", ["zoo", "card", "./tests"], 1, "tfdlgm zoo card: error: tests is not a preset folder: it has no metadata.json"),
     ("epochs 0", ["train", "--model", "vae", "--epochs", "0"], 2, "argument --epochs: must be a positive int, got '0'"),
     ("batch size 0", [*TRAIN, "--batch-size", "0"], 2, "argument --batch-size: must be a positive int, got '0'"),
     ("batch size str", [*TRAIN, "--batch-size", "many"], 2, "must be a positive int, got 'many'"),
@@ -230,8 +242,37 @@ def test_bad_command_lines_fail_with_a_status_and_one_message(capsys, argv, stat
     err = capsys.readouterr().err
     assert received == status, err
     assert re.search(message, err), err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert all(line.startswith("tfdlgm") for line in errors) and len(errors) <= 1, err
     if status == 1:
         assert len(err.strip().splitlines()) == 1, err  # one line, no traceback
+
+
+def test_a_computation_the_machine_cannot_run_is_one_line(tmp_path, capsys, monkeypatch):
+    """Out of memory (or any error of TensorFlow's or JAX's runtime) in the middle of a verb:
+    one line naming the error, with a hint, exit status 1."""
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 313. GiB for an array with shape (784, 100000000)")
+
+    monkeypatch.setattr(training, "train", out_of_memory)
+    argv = ["train", "--model", "fa", "--latent-dims", "2", "--epochs", "1"]
+    assert cli.main([*argv, "--train-examples", "20", "--validation-examples", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "tfdlgm train: error: the computation failed (MemoryError: Unable to allocate 313. GiB "
+        "for an array with shape (784, 100000000)): the machine ran out of memory; ask for "
+        "less (--batch-size, --num-samples, --hidden, --examples, -n, --k)\n"
+    )
+    tf = pytest.importorskip("tensorflow")
+    error = tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__X}} OOM when allocating tensor\nline 2"
+    )
+    assert cli._machine_error_message(error).startswith(
+        "the computation failed (ResourceExhaustedError: OOM when allocating tensor): the "
+        "machine ran out of memory"
+    )
 
 
 def test_bad_files_given_to_the_command_line(c, capsys):

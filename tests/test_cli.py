@@ -193,7 +193,7 @@ def test_bad_input_fails_with_one_line_and_exit_status(trained, env):
     (folder / "notes.keras").write_text("not a model")
     Image.new("L", (4, 4)).save(folder / "picture.png")
     cases = [  # (argv, exit status, what stderr says)
-        (["train", "--model", "gan", "--epochs", "1"], 2, "invalid choice: 'gan' (choose from"),
+        (["train", "--model", "gan", "--epochs", "1"], 2, "--model: Unknown model 'gan'"),
         (["train", "--model", "vae", "--epochs", "0"], 2, "must be a positive int, got '0'"),
         (["train", "--model", "vae", "--epochs", "1", "--hidden", "8,x"], 2, "separated by"),
         (["train", "--model", "vae", "--epochs", "1", "--latent-dims", "2,3"], 2, "one latent"),
@@ -231,6 +231,62 @@ def test_bad_input_fails_with_one_line_and_exit_status(trained, env):
         "tfdlgm eval: error: model.keras.missing.keras: no such file"
     ]
     assert process.stdout == ""
+
+
+# After `--help`, `zoo list` and `zoo card`: which backend modules the process imported.
+_STARTUP = """
+import contextlib, io, os, sys
+from tfdlgm import cli, zoo
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        cli.main(["--help"])
+    except SystemExit:
+        pass
+    cli.main(["zoo", "list"])
+    for name in zoo.list()[:1]:
+        cli.main(["zoo", "card", name])
+    cli.main(["zoo", "card", "no-such-preset"])
+heavy = ("tensorflow", "jax", "keras", "tensorflow_probability")
+print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+print(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+"""
+
+
+def test_help_and_the_zoo_verbs_import_no_backend():
+    """`tfdlgm --help`, `zoo list` and `zoo card` start no Keras, TensorFlow or JAX; the
+    command sets TF_CPP_MIN_LOG_LEVEL (for the verbs that start TensorFlow) unless set."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    process = subprocess.run(
+        [sys.executable, "-c", _STARTUP], capture_output=True, text=True, env=env, timeout=TIMEOUT
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.splitlines() == ["[]", cli.TF_LOG_LEVEL]
+
+
+def test_the_user_s_tensorflow_log_level_is_kept(monkeypatch, capsys):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert cli.main(["zoo", "list"]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    assert cli.main(["zoo", "list"]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.TF_LOG_LEVEL
+
+
+def test_a_model_saved_by_tfdlgm_loads_with_plain_keras_after_import_tfdlgm(tmp_path):
+    """`import tfdlgm` imports no Keras, yet `keras.saving.load_model` finds the model
+    classes: they are registered as soon as Keras is imported (`tfdlgm.startup`)."""
+    from tfdlgm.models import VAE
+
+    VAE(latent_dim=2, hidden=(4,), data_dim=6, seed=0).save(tmp_path / "m.keras")
+    code = (
+        "import sys, tfdlgm; assert 'keras' not in sys.modules; import keras; "
+        f"print(type(keras.saving.load_model({str(tmp_path / 'm.keras')!r})).__name__)"
+    )
+    process = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.split() == ["VAE"]
 
 
 def test_jax_smoke(env, tmp_path):

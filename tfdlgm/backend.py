@@ -20,37 +20,24 @@ import warnings
 import keras
 from keras import ops
 
+from tfdlgm.startup import XLA_CPU_FIX, xla_cpu_fix_applies
+
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
-# XLA:CPU in jaxlib 0.10 hands a reduction and the elementwise ops that broadcast it back to
-# a YNNPACK fusion that computes wrong values: for e [S, B, K] and u [B, K],
-# `e + u * sum(u * e, -1, keepdims=True)` is off by hundreds from S * B * K ~ 40,000 on. The
-# rank-one posterior's sample `mu + R eps` is that pattern, so under `jit` its samples were
-# not from q (L_5000 came out above 0 nats). Turning that one fusion off fixes it; the flag
-# must be set before JAX starts its CPU client. `tests/test_backend.py` checks the pattern.
-XLA_CPU_FIX = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 
-
-def _avoid_xla_cpu_miscompile():
-    """Adds `XLA_CPU_FIX` to `XLA_FLAGS` under jaxlib 0.10 unless the user set that option;
-    warns where JAX started before tfdlgm was imported (too late to set it)."""
-    import jaxlib
-    from jax._src import xla_bridge
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    if not jaxlib.__version__.startswith("0.10.") or "ynn_fusion_type" in flags:
+def _warn_if_xla_cpu_fix_missed():
+    """Warns where `XLA_CPU_FIX` applies but JAX started before `import tfdlgm` could set it
+    (`tfdlgm.startup.avoid_xla_cpu_miscompile`)."""
+    if XLA_CPU_FIX in os.environ.get("XLA_FLAGS", "") or not xla_cpu_fix_applies():
         return
-    if xla_bridge.backends_are_initialized():
-        warnings.warn(
-            "JAX started before tfdlgm was imported, so tfdlgm could not set "
-            f"XLA_FLAGS={XLA_CPU_FIX}: XLA:CPU in jaxlib {jaxlib.__version__} miscompiles a "
-            "reduction broadcast back over a batch (the rank-one posterior's sample, among "
-            "others) under jit. Import tfdlgm before using JAX, or set XLA_FLAGS yourself.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FIX}".strip()
+    warnings.warn(
+        "JAX started before tfdlgm was imported, so tfdlgm could not set "
+        f"XLA_FLAGS={XLA_CPU_FIX}: XLA:CPU in jaxlib 0.10 miscompiles a reduction broadcast "
+        "back over a batch (the rank-one posterior's sample, among others) under jit. Import "
+        "tfdlgm before using JAX, or set XLA_FLAGS yourself.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 name = keras.backend.backend()
@@ -63,7 +50,7 @@ if name == "tensorflow":
 elif name == "jax":
     from tensorflow_probability.substrates import jax as _tfp
 
-    _avoid_xla_cpu_miscompile()
+    _warn_if_xla_cpu_fix_missed()
 
     linalg = _tfp.tf2jax.linalg
 else:

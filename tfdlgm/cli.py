@@ -11,10 +11,17 @@ tfdlgm impute vae.keras --mask bottom-half -o completed.png
 tfdlgm --backend jax train ...                   # any verb under JAX
 ```
 
-`--backend` sets `KERAS_BACKEND` before Keras starts. Importing `tfdlgm` (which any entry point
-into this module does) already starts Keras with the default backend, so when `--backend`
-asks for another one the command starts itself again in a fresh interpreter with
-`KERAS_BACKEND` set; that costs one more interpreter start.
+`--backend` sets `KERAS_BACKEND` before Keras starts. `import tfdlgm` starts no backend, and
+this module imports the heavy modules only inside the verbs that need them: `tfdlgm --help`,
+`tfdlgm zoo list` and `tfdlgm zoo card NAME` never import Keras, TensorFlow or JAX. Where
+Keras already runs another backend (`main` called in a process that imported it), the command
+starts itself again in a fresh interpreter with `KERAS_BACKEND` set. TensorFlow's C++ logging
+is silenced (`TF_CPP_MIN_LOG_LEVEL=3`, set before TensorFlow starts) unless you set
+`TF_CPP_MIN_LOG_LEVEL` yourself.
+
+`train --model NAME` names a registered model class by its `short_name`
+(`tfdlgm.models.get`): `vae`, `dlgm`, `lvae`, `fa`, or a model of your own registered with
+Keras (imported before `main` runs).
 
 Exit status: 0 on success, 1 when the command failed (a missing file, a file that is not a
 model, an unknown preset, an optional package not installed: one line on stderr, no
@@ -33,13 +40,17 @@ import argparse
 import contextlib
 import os
 import pathlib
+import re
 import sys
 import zipfile
 
-MODELS = ("dlgm", "vae", "lvae", "fa")
 BACKENDS = ("tensorflow", "jax")
 IMPUTATION_METHODS = ("pseudo_gibbs", "metropolis_within_gibbs")
 _RESTARTED = "_TFDLGM_CLI_RESTARTED"  # set in the environment of the restarted command
+# TensorFlow's C++ log level unless the user set one: 3 keeps its INFO, WARNING and ERROR lines
+# (such as `failed call to cuInit` on a machine without a GPU) off the terminal; its errors
+# still reach the user as Python exceptions, one line each.
+TF_LOG_LEVEL = "3"
 # `train`'s defaults, filled in after parsing (argparse's are None, so that `_train` knows which
 # flags were given); with --resume the checkpoint's values replace the model's.
 TRAINING_DEFAULTS = {"batch_size": 100, "learning_rate": 1e-3}
@@ -57,6 +68,7 @@ class CommandError(Exception):
 def main(argv: list[str] | None = None) -> int:
     """Runs `tfdlgm ARGV...`; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
     parser = build_parser()
     argv, suite_arguments = _split_bench(argv)
     args = parser.parse_args(argv)
@@ -77,6 +89,41 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as error:  # an optional package (Pillow, tensorboard) not installed
         _print_error(args, error)
         return 1
+    except Exception as error:
+        if not isinstance(error, _machine_errors()):
+            raise
+        _print_error(args, _machine_error_message(error))
+        return 1
+
+
+def _machine_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a computation the machine could not run (out of memory, a kernel or a
+    write TensorFlow or JAX could not do): printed as one line, as a user's mistake is. Only
+    the libraries already imported are asked."""
+    errors = [MemoryError]
+    if "tensorflow" in sys.modules:
+        errors.append(sys.modules["tensorflow"].errors.OpError)
+    if "jax" in sys.modules:
+        errors.append(sys.modules["jax"].errors.JaxRuntimeError)
+    return tuple(errors)
+
+
+def _machine_error_message(error, limit=300):
+    """`error`'s first line, without TensorFlow's `{{function_node ...}}` prefix, cut at `limit`
+    characters; with a hint where the machine ran out of memory."""
+    lines = str(error).strip().splitlines() or [""]
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", lines[0])
+    text = text if len(text) <= limit else f"{text[: limit - 3]}..."
+    out_of_memory = isinstance(error, MemoryError) or re.search(
+        r"OOM|RESOURCE_EXHAUSTED|out of memory", str(error)
+    )
+    hint = (
+        ": the machine ran out of memory; ask for less (--batch-size, --num-samples, "
+        "--hidden, --examples, -n, --k)"
+        if out_of_memory
+        else ""
+    )
+    return f"the computation failed ({type(error).__name__}: {text}){hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model = train.add_argument_group("model")
     model.add_argument(
-        "--model", choices=MODELS, help="the model family (with --resume: the checkpoint's)"
+        "--model",
+        help="the model family: vae, dlgm, lvae or fa, a registered class's short_name (with "
+        "--resume: the checkpoint's)",
     )
     model.add_argument(
         "--latent-dims", type=_int_list, help="units per latent layer, bottom first: 50 or 64,32"
@@ -125,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--hidden", type=_int_list, help="hidden units, e.g. 200,200")
     model.add_argument("--covariance", help="posterior covariance: diagonal or rank_one")
     model.add_argument(
-        "--likelihood", help="bernoulli, gaussian or gaussian_per_example (not for fa)"
+        "--likelihood", help="bernoulli, gaussian or gaussian_per_example (fa: gaussian)"
     )
     model.add_argument("--objective", choices=("elbo", "iwae"), default=None)
     model.add_argument("--num-samples", type=_positive_int, help="k: samples per example")
@@ -191,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_argument(sample)
     sample.add_argument("-n", type=_positive_int, default=64, help="samples; default: 64")
-    sample.add_argument("-o", "--output", required=True, help="the PNG file")
+    sample.add_argument("-o", "--output", type=_png_file, required=True, help="the PNG file")
     sample.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
     sample.add_argument(
         "--draws", action="store_true", help="draw binary x instead of pixel probabilities"
@@ -211,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--method", choices=IMPUTATION_METHODS, default="pseudo_gibbs")
     impute.add_argument("--steps", type=_positive_int, default=100, help="default: 100")
     impute.add_argument("--examples", type=_positive_int, default=16, help="default: 16")
-    impute.add_argument("-o", "--output", required=True, help="the PNG file")
+    impute.add_argument("-o", "--output", type=_png_file, required=True, help="the PNG file")
     impute.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
     impute.set_defaults(command="impute", run=_impute)
 
@@ -262,6 +311,8 @@ def _train(args):
         raise CommandError(
             "--resume continues the checkpoint and --overwrite deletes it: pass one", 2
         )
+    if args.model is not None:
+        _model_class(args.model)  # an unknown name fails before any work
     _check_output(args.output, "--output")
     _check_output(args.logdir, "--logdir", folder=True)
     _check_output(args.checkpoint_dir, "--checkpoint-dir", folder=True)
@@ -349,14 +400,16 @@ def _fill_flags(args, checkpoint):
 
 def _checkpoint_flags(config):
     """The model flags' values of a checkpoint's model config (None: it has no such flag)."""
-    families = {cls.__name__: family for family, cls in _model_classes().items()}
+    import keras
+
+    cls = keras.saving.get_registered_object(config.get("registered_name"))
     options = config.get("config", {})
     objective = options.get("objective") or {}
     latent = options.get(
         "latent_dims", [options["latent_dim"]] if "latent_dim" in options else None
     )
     return {
-        "model": families.get(config.get("class_name"), config.get("class_name")),
+        "model": getattr(cls, "short_name", None) or config.get("class_name"),
         "latent_dims": None if latent is None else tuple(latent),
         "hidden": None if options.get("hidden") is None else tuple(options["hidden"]),
         "covariance": options.get("covariance"),
@@ -390,6 +443,10 @@ def _train_in_block(args, checkpoint, given):
             rate = args.learning_rate
             extra.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rate))
     arrays = datasets.load_mnist_arrays()
+    _check_count(args.train_examples, arrays["train"], "--train-examples", "train")
+    _check_count(
+        args.validation_examples, arrays["validation"], "--validation-examples", "validation"
+    )
     x_train = arrays["train"][: args.train_examples]
     train_data = datasets.NumpyBatches(
         x_train, batch_size=args.batch_size, binarize="dynamic", seed=args.seed, shuffle=True
@@ -433,6 +490,13 @@ def _train_in_block(args, checkpoint, given):
 def _eval(args):
     from tfdlgm import zoo
     from tfdlgm.evaluation import evaluate_protocol
+
+    if args.k_examples is not None and args.k_examples > args.examples:
+        raise CommandError(
+            f"--k-examples {args.k_examples:,} is more than --examples {args.examples:,}: L_k "
+            "is computed on the first --k-examples of the --examples images",
+            2,
+        )
 
     with _data_parallel(args.devices):
         model = _load_model(args.model)
@@ -539,34 +603,34 @@ def _use_backend(backend, argv):
     os.execv(sys.executable, [sys.executable, "-m", "tfdlgm.cli", *argv])
 
 
-def _model_classes():
-    """`{--model value: its class}`."""
+def _model_class(name):
+    """The registered model class `--model NAME` names (`tfdlgm.models.get`)."""
     from tfdlgm import models
 
-    return {
-        "dlgm": models.DLGM,
-        "vae": models.VAE,
-        "lvae": models.LadderVAE,
-        "fa": models.FactorAnalysis,
-    }
+    try:
+        return models.get(name)
+    except ValueError as error:
+        raise CommandError(f"--model: {error}", 2) from error
 
 
 def _build_model(args):
-    classes = _model_classes()
-    not_for = {
-        "hidden": ("fa",),
-        "covariance": ("lvae",),
-        "likelihood": ("fa",),
-    }
+    """The model the flags describe: each flag given becomes the argument of that name of the
+    class's constructor (or `LatentModel`'s); a flag neither takes is refused."""
+    import inspect
+
+    from tfdlgm.models import LatentModel
+
+    cls = _model_class(args.model)
+    arguments = {*inspect.signature(cls).parameters, *inspect.signature(LatentModel).parameters}
     options = {"seed": args.seed}
-    for option, families in not_for.items():
+    for option in ("hidden", "covariance", "likelihood"):
         value = getattr(args, option)
         if value is not None:
-            if args.model in families:
+            if option not in arguments:
                 raise CommandError(f"--{option} does not apply to --model {args.model}", 2)
             options[option] = value
     if args.latent_dims is not None:
-        if args.model in ("vae", "fa"):
+        if "latent_dim" in arguments:
             if len(args.latent_dims) != 1:
                 raise CommandError(
                     f"--model {args.model} has one latent layer: --latent-dims takes one "
@@ -582,7 +646,7 @@ def _build_model(args):
             objective["num_samples"] = args.num_samples
         options["objective"] = objective
     try:
-        return classes[args.model](**options)
+        return cls(**options)
     except ValueError as error:
         raise CommandError(str(error), 2) from error
 
@@ -628,7 +692,17 @@ def _mnist_examples(model, split, count):
     batches = datasets.mnist(
         split, binarize="fixed", seed=0, batch_size=count, shuffle=False, as_numpy=True
     )
-    return batches[0]
+    x = batches[0]
+    _check_count(count, x, "--examples", split)
+    return x
+
+
+def _check_count(count, images, option, split):
+    """Refuses a count of images (None: all) the split does not have, rather than using fewer."""
+    if count is not None and count > len(images):
+        raise CommandError(
+            f"{option} {count:,}: the MNIST {split} split has {len(images):,} images", 2
+        )
 
 
 def _image_shape(model):
@@ -711,10 +785,19 @@ def _int_list(text):
     return values
 
 
-def _keras_file(text):
-    if not text.endswith(".keras"):
-        raise argparse.ArgumentTypeError(f"must be a .keras file name, got {text!r}")
-    return text
+def _file_name(suffix):
+    """An argparse `type`: a file name ending in `suffix`."""
+
+    def check(text):
+        if not text.endswith(suffix) or text == suffix:
+            raise argparse.ArgumentTypeError(f"must be a {suffix} file name, got {text!r}")
+        return text
+
+    return check
+
+
+_keras_file = _file_name(".keras")
+_png_file = _file_name(".png")
 
 
 def _mask(text):

@@ -130,7 +130,10 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[pathlib.Path]:
                 holder,
             ) from None
         os.ftruncate(handle, 0)
-        os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        # The owner's line is what a refused second run names; on a full disk the lock holds
+        # without it (that run says "unknown"), and the run's own writes report the disk.
+        with contextlib.suppress(OSError):
+            os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         held[key] = 1
         try:
             yield folder

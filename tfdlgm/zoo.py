@@ -31,6 +31,9 @@ model.fit(tfdlgm.datasets.mnist("train"), epochs=1)   # fine-tune with plain Ker
 
 From the shell: `tfdlgm zoo list`, `tfdlgm zoo card NAME`, and `tfdlgm eval|sample|impute NAME`
 (`tfdlgm.cli`). `tools/train.py` (not shipped) trains a preset by its `recipe.json`.
+
+Reading a preset (`list`, `card`, `config`, `metadata`) imports no Keras and no backend, so
+`tfdlgm zoo list` starts fast; the functions that build or save a model import Keras.
 """
 
 from __future__ import annotations
@@ -46,13 +49,14 @@ import re
 import shutil
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from tfdlgm import layers, objectives
 from tfdlgm.files import TEMPORARY_PREFIX, atomic_write, sha256
-from tfdlgm.models.base import _SEED_STATE, LatentModel
+
+if TYPE_CHECKING:
+    from tfdlgm.models.base import LatentModel
 
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
@@ -161,6 +165,11 @@ def load(name_or_path: str | os.PathLike, compile: bool = True, objective=None) 
             file and the field), a missing, truncated or corrupted file (it names the file),
             an unregistered class, or a config that does not match the weights.
     """
+    import keras
+
+    from tfdlgm import layers, objectives
+    from tfdlgm.models.base import LatentModel
+
     if not isinstance(compile, bool):
         raise ValueError(f"`compile` must be a bool. Received: compile={compile!r}")
     folder = _resolve(name_or_path)
@@ -250,6 +259,8 @@ def save_preset(
     Returns:
         The folder, a `pathlib.Path`.
     """
+    from tfdlgm.models.base import LatentModel
+
     if not isinstance(model, LatentModel):
         raise ValueError(
             f"`model` must be a tfdlgm LatentModel. Received: type {type(model).__name__}"
@@ -287,6 +298,10 @@ def save_preset(
 def _write_preset(model, old, staging, training, figures, card_text, name, protocol, data):
     """Fills the empty folder `staging` with the preset of `model` (`old`: the preset folder it
     replaces, whose weights file is kept where it holds the same arrays)."""
+    import keras
+
+    from tfdlgm import layers
+
     os.chmod(staging, 0o755)  # mkdtemp's 0o700 would reach the renamed folder
     with layers.weights_to_load():
         copy = type(model).from_config(model.get_config())
@@ -571,6 +586,8 @@ def _same_weights(old: pathlib.Path, new: pathlib.Path) -> bool:
     """Whether two weights files hold the same variables, exactly. The random stream's state
     is left out, as in `_check_weights_layout`: it moves whenever the model samples, so a
     preset evaluated again would otherwise get a new file of the same weights."""
+    from tfdlgm.models.base import _SEED_STATE
+
     try:
         before, after = (
             {k: v for k, v in _weight_arrays(path).items() if not k.endswith(_SEED_STATE)}
@@ -599,6 +616,8 @@ def _check_weights_layout(
     Keras' `load_weights` does not reject every mismatch (a variable of another shape may
     load silently), so the layout the config's model saves is compared with the file's.
     """
+    from tfdlgm.models.base import _SEED_STATE
+
     try:
         found = _weight_shapes(weights_path)
     except OSError as error:
@@ -645,6 +664,8 @@ def _jsonable(value):
 
 
 def _versions() -> dict:
+    import keras
+
     import tfdlgm
 
     versions = {

@@ -53,7 +53,9 @@ class LatentModel(keras.Model):
 
     A model whose latent layers are independent N(0, I) a priori sets the class attribute
     `standard_normal_prior = True`, which gives it `sample_prior`, `dream` and
-    `joint_log_prob` (used by the wake-sleep and score-function objectives).
+    `joint_log_prob` (used by the wake-sleep and score-function objectives). A model family
+    sets `short_name` (`"vae"`), the name `tfdlgm.models.get` and `tfdlgm train --model` know
+    it by.
 
     Args:
         latent_dims: tuple of positive ints, the size of each stochastic layer, bottom first.
@@ -66,6 +68,7 @@ class LatentModel(keras.Model):
     """
 
     standard_normal_prior = False
+    short_name = None
 
     def __init__(
         self,

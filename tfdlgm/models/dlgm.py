@@ -84,6 +84,7 @@ class DLGM(LatentModel):
     ```
     """
 
+    short_name = "dlgm"
     standard_normal_prior = True
 
     def __init__(

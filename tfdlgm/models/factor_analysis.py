@@ -32,6 +32,7 @@ class FactorAnalysis(LatentModel):
         **kwargs: `LatentModel` arguments `objective`, `seed`.
     """
 
+    short_name = "fa"
     standard_normal_prior = True
 
     def __init__(self, latent_dim=2, data_dim=784, covariance="diagonal", **kwargs):

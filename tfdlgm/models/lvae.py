@@ -44,6 +44,8 @@ class LadderVAE(LatentModel):
         **kwargs: `LatentModel` arguments `data_dim`, `likelihood`, `objective`, `seed`.
     """
 
+    short_name = "lvae"
+
     def __init__(
         self,
         latent_dims=(64, 32, 16, 8, 4),

@@ -39,6 +39,7 @@ class VAE(LatentModel):
     ```
     """
 
+    short_name = "vae"
     standard_normal_prior = True
 
     def __init__(
