@@ -48,6 +48,27 @@ def as_numpy(request):
     return True
 
 
+@pytest.fixture(params=["tf.summary", "standalone"])
+def tensorboard_writer(request, monkeypatch):
+    """Each way TensorBoard logs are written (`tfdlgm.summaries.SummaryWriter`): through
+    `tf.summary` (TensorFlow installed; the `tensorboard` package's own writer is then never
+    used) or, as without TensorFlow, through the `tensorboard` package's writer."""
+    from tensorboard.summary.writer import event_file_writer
+
+    if request.param == "tf.summary":
+        pytest.importorskip("tensorflow")
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("TensorFlow is installed: the records go through tf.summary")
+
+        monkeypatch.setattr(event_file_writer, "EventFileWriter", refuse)
+    else:
+        from tfdlgm import backend
+
+        monkeypatch.setattr(backend, "has_tensorflow", lambda: False)
+    return request.param
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

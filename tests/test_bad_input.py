@@ -289,14 +289,10 @@ def test_bad_files_given_to_the_command_line(c, capsys):
 def test_a_missing_optional_package_is_one_line_from_the_command_line(
     tmp_path, capsys, monkeypatch
 ):
-    """Pillow (PNG files) and tensorboard (logs without TensorFlow) are optional: where one is
-    not installed, the command that needs it says so in one line, exit status 1."""
-    monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` now raises ImportError
-    assert cli.main(["sample", "vae-mnist", "-n", "2", "-o", str(tmp_path / "s.png")]) == 1
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "needs the `pillow` package" in err, err
-    monkeypatch.setitem(sys.modules, "tensorboard", None)
-    monkeypatch.setattr(training.backend, "has_tensorflow", lambda: False)
+    """tensorboard (logs without TensorFlow) is optional: where it is not installed, the
+    command that needs it says so in one line, exit status 1."""
+    for name in {"tensorboard", *(n for n in sys.modules if n.startswith("tensorboard."))}:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now fails
     argv = ["train", "--model", "fa", "--latent-dims", "2", "--epochs", "1"]
     argv += ["--train-examples", "20", "--logdir", str(tmp_path / "logs")]
     assert cli.main(argv) == 1

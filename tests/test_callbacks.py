@@ -13,25 +13,16 @@ import keras
 import numpy as np
 import pytest
 
-from tfdlgm import backend, training
+from tfdlgm import training
 from tfdlgm.callbacks import (
     KLWarmUp,
     LatentDiagnostics,
-    StandaloneTensorBoard,
     StopOnSignal,
     TensorBoard,
     averaged_weights,
+    tensorboard_tag,
 )
 from tfdlgm.models import VAE, LadderVAE
-
-
-@pytest.fixture(params=["TensorBoard", "StandaloneTensorBoard"])
-def tensorboard_class(request):
-    """Both TensorBoard callbacks: Keras' (it needs TensorFlow) and the standalone one."""
-    if request.param == "TensorBoard":
-        pytest.importorskip("tensorflow")  # Keras' TensorBoard callback writes with tf.summary
-        return TensorBoard
-    return StandaloneTensorBoard
 
 
 @pytest.fixture
@@ -48,6 +39,8 @@ def _summaries(logdir, plugin):
 
     found = {}
     for run in ("train", "validation"):
+        if not (logdir / run).is_dir():  # a run with nothing to log has no folder
+            continue
         acc = event_accumulator.EventAccumulator(str(logdir / run), size_guidance={"tensors": 0})
         acc.Reload()
         for tag in acc.Tags()["tensors"]:
@@ -66,7 +59,7 @@ def _scalars(logdir):
     }
 
 
-def test_diagnostics_reach_tensorboard_per_layer(binary_data, tmp_path):
+def test_held_out_diagnostics_reach_keras_tensorboard_s_validation_run(binary_data, tmp_path):
     pytest.importorskip("tensorflow")  # Keras' TensorBoard callback writes with tf.summary
     model = LadderVAE(latent_dims=(4, 2), hidden=(16, 8), data_dim=20, seed=0)
     model.compile(optimizer="adam")
@@ -76,18 +69,29 @@ def test_diagnostics_reach_tensorboard_per_layer(binary_data, tmp_path):
         epochs=2,
         verbose=0,
         callbacks=[
-            KLWarmUp(2),
-            LatentDiagnostics(binary_data[:64], num_samples=5),
+            LatentDiagnostics(binary_data[:64], num_samples=5),  # before: Keras' writes at once
             keras.callbacks.TensorBoard(tmp_path),
         ],
     )
     scalars = _scalars(tmp_path)
-    for tag in ("active_units_1", "active_units_2", "kl_weight", "kl_1", "kl_2", "elbo"):
-        assert len(scalars[f"train/epoch_{tag}"]) == 2, tag
-    assert scalars["train/epoch_kl_weight"] == [0.0, 0.5]
-    assert all(0 <= n <= 4 for n in scalars["train/epoch_active_units_1"])
-    for tag in ("kl_1", "kl_2", "elbo", "L_5"):
+    for tag in ("active_units_1", "active_units_2", "kl_1", "kl_2", "elbo", "L_5"):
         assert len(scalars[f"validation/epoch_{tag}"]) == 2, tag
+    assert all(0 <= n <= 4 for n in scalars["validation/epoch_active_units_1"])
+    assert not any("active_units" in tag for tag in scalars if tag.startswith("train/"))
+
+
+def test_log_names_map_to_grouped_tags_and_runs():
+    assert tensorboard_tag("loss") == ("train", "loss/total")
+    assert tensorboard_tag("val_loss") == ("validation", "loss/total")
+    assert tensorboard_tag("reconstruction") == ("train", "bounds/reconstruction")
+    assert tensorboard_tag("val_L_50") == ("validation", "bounds/L_50")
+    assert tensorboard_tag("val_elbo") == ("validation", "bounds/elbo")
+    assert tensorboard_tag("kl_12") == ("train", "kl/layer_12")
+    assert tensorboard_tag("val_active_units_3") == ("validation", "active_units/layer_3")
+    assert tensorboard_tag("learning_rate") == ("train", "schedule/learning_rate")
+    assert tensorboard_tag("kl_weight") == ("train", "schedule/kl_weight")
+    assert tensorboard_tag("wall_seconds") == ("train", "wall_seconds")
+    assert tensorboard_tag("kl_weights") == ("train", "kl_weights")  # whole names only
 
 
 def test_active_units_follow_burdas_criterion(binary_data):
@@ -181,7 +185,7 @@ def test_bad_arguments():
         LatentDiagnostics(np.zeros((2, 3)), every=0)
 
 
-def _train_with_tensorboard(writer, data, logdir, epochs=2, warm_up=True, **kwargs):
+def _train_with_tensorboard(data, logdir, epochs=2, warm_up=True, **kwargs):
     model = VAE(latent_dim=3, hidden=(8,), data_dim=16, seed=0)  # 4 x 4 "images"
     model.compile(optimizer="adam")
     history = model.fit(
@@ -189,61 +193,93 @@ def _train_with_tensorboard(writer, data, logdir, epochs=2, warm_up=True, **kwar
         batch_size=64,
         epochs=epochs,
         verbose=0,
-        callbacks=[writer(logdir, x=data[:32], num_samples=5, num_images=4, **kwargs)]
+        callbacks=[TensorBoard(logdir, x=data[:32], num_samples=5, num_images=4, **kwargs)]
         + [KLWarmUp(4)] * warm_up,
     )
     return model, history
 
 
-def test_tensorboard_writes_diagnostics_images_and_beta(tensorboard_class, binary_data, tmp_path):
+def test_tensorboard_writes_diagnostics_images_and_beta(tensorboard_writer, binary_data, tmp_path):
     from PIL import Image
 
-    model, history = _train_with_tensorboard(
-        tensorboard_class, binary_data[:, :16], tmp_path, epochs=3, every=2
-    )
+    model, history = _train_with_tensorboard(binary_data[:, :16], tmp_path, epochs=3, every=2)
     scalars = _scalars(tmp_path)
-    # KLWarmUp comes after TensorBoard: beta is still logged, read from the model.
-    assert scalars["train/epoch_kl_weight"] == [0.0, 0.25, 0.5]
-    assert scalars["train/epoch_elbo"] and len(scalars["train/epoch_kl_1"]) == 3
-    assert scalars["train/epoch_loss"] == pytest.approx(history.history["loss"])
-    # Diagnostics every 2 epochs: only after the 2nd (step 1).
-    for tag in ("validation/epoch_kl_1", "validation/epoch_elbo", "validation/epoch_L_5"):
-        assert len(scalars[tag]) == 1, tag
-    assert 0 <= scalars["train/epoch_active_units_1"][0] <= 3
-    assert history.history["val_L_5"] == pytest.approx(scalars["validation/epoch_L_5"])
+    # KLWarmUp comes after TensorBoard: beta is still logged.
+    assert scalars["train/schedule/kl_weight"] == [0.0, 0.25, 0.5]
+    assert scalars["train/bounds/elbo"] == pytest.approx(history.history["elbo"])
+    assert len(scalars["train/kl/layer_1"]) == 3
+    assert scalars["train/loss/total"] == pytest.approx(history.history["loss"])
+    assert scalars["train/schedule/learning_rate"] == pytest.approx([1e-3] * 3)
+    # Diagnostics every 2 epochs: only after the 2nd (step 1), all in the validation run.
+    for tag in ("kl/layer_1", "bounds/elbo", "bounds/L_5", "active_units/layer_1"):
+        assert len(scalars[f"validation/{tag}"]) == 1, tag
+    assert 0 <= scalars["validation/active_units/layer_1"][0] <= 3
+    assert history.history["val_L_5"] == pytest.approx(scalars["validation/bounds/L_5"])
     # The ELBO of the batch agrees with the model's own estimate (same model, same batch).
-    assert scalars["validation/epoch_elbo"][0] < 0
-    assert scalars["validation/epoch_L_5"][0] >= scalars["validation/epoch_elbo"][0] - 1.0
+    assert scalars["validation/bounds/elbo"][0] < 0
+    assert scalars["validation/bounds/L_5"][0] >= scalars["validation/bounds/elbo"][0] - 1.0
     images = _summaries(tmp_path, "images")
-    assert set(images) == {"train/samples", "train/reconstructions"}
-    for tag, expected in (("train/samples", (14, 14)), ("train/reconstructions", (14, 26))):
+    assert set(images) == {"train/samples", "validation/reconstructions"}
+    for tag, expected in (("train/samples", (14, 14)), ("validation/reconstructions", (14, 26))):
         (summary,) = images[tag]  # one step: epoch 2
         width, height, png = int(summary[0]), int(summary[1]), summary[2]  # image plugin layout
         picture = Image.open(io.BytesIO(png))
         assert (height, width) == expected == picture.size[::-1], tag
 
 
-def test_tensorboard_leaves_beta_out_without_warm_up(tensorboard_class, binary_data, tmp_path):
-    _train_with_tensorboard(tensorboard_class, binary_data[:, :16], tmp_path, warm_up=False)
+@pytest.mark.parametrize("first", [True, False], ids=["tensorboard first", "tensorboard last"])
+def test_what_tensorboard_writes_does_not_depend_on_callback_order(first, binary_data, tmp_path):
+    """Logs the other callbacks add (diagnostics, beta, the scheduled rate) are written
+    once each, at their epoch, wherever TensorBoard comes in the list."""
+    model = LadderVAE(latent_dims=(4, 2), hidden=(16, 8), data_dim=20, seed=0)
+    model.compile(optimizer="adam")
+    others = [
+        LatentDiagnostics(binary_data[:32], num_samples=3),
+        KLWarmUp(2),
+        keras.callbacks.LearningRateScheduler(lambda epoch: 1e-3 / (epoch + 1)),
+    ]
+    board = TensorBoard(tmp_path)
+    model.fit(
+        binary_data,
+        batch_size=64,
+        epochs=2,
+        verbose=0,
+        callbacks=[board, *others] if first else [*others, board],
+    )
     scalars = _scalars(tmp_path)
-    assert "train/epoch_kl_weight" not in scalars
-    assert len(scalars["validation/epoch_L_5"]) == 2
+    assert scalars["train/schedule/kl_weight"] == [0.0, 0.5]
+    assert scalars["train/schedule/learning_rate"] == pytest.approx([1e-3, 5e-4])
+    expected = {
+        f"validation/{tag}"
+        for tag in ("kl/layer_1", "kl/layer_2", "bounds/elbo", "bounds/L_3")
+        + ("active_units/layer_1", "active_units/layer_2")
+    }
+    assert {tag for tag in scalars if tag.startswith("validation/")} == expected
+    assert all(len(values) == 2 for values in scalars.values()), scalars
+    assert not _summaries(tmp_path, "images")  # 20 features: not square images
 
 
-def test_tensorboard_keeps_fits_validation_figures(tensorboard_class, binary_data, tmp_path):
+def test_tensorboard_leaves_beta_out_without_warm_up(binary_data, tmp_path):
+    _train_with_tensorboard(binary_data[:, :16], tmp_path, warm_up=False)
+    scalars = _scalars(tmp_path)
+    assert "train/schedule/kl_weight" not in scalars
+    assert len(scalars["validation/bounds/L_5"]) == 2
+
+
+def test_tensorboard_keeps_fits_validation_figures(binary_data, tmp_path):
     """`fit(validation_data=...)` computes val_elbo on all of it; the batch must not replace it."""
     model = VAE(latent_dim=2, hidden=(8,), data_dim=20, seed=0)  # 20 features: no images
     model.compile(optimizer="adam")
-    callback = tensorboard_class(tmp_path, x=binary_data[:4], num_samples=3)
+    callback = TensorBoard(tmp_path, x=binary_data[:4], num_samples=3)
     callback.set_model(model)
     callback.on_train_begin()
     logs = {"loss": 20.0, "val_elbo": 123.0}
     callback.on_epoch_end(0, logs)
     callback.on_train_end()
     assert logs["val_elbo"] == 123.0
-    assert {"val_L_3", "val_kl_1", "active_units_1"} <= set(logs)
+    assert {"val_L_3", "val_kl_1", "val_active_units_1"} <= set(logs)
     assert "kl_weight" not in logs
-    assert _scalars(tmp_path)["validation/epoch_elbo"] == [123.0]
+    assert _scalars(tmp_path)["validation/bounds/elbo"] == [123.0]
     assert not _summaries(tmp_path, "images")
 
 
@@ -258,9 +294,9 @@ def _get_json(url):
         return json.loads(response.read())
 
 
-def test_tensorboard_serves_the_logs(tensorboard_class, binary_data, tmp_path):
+def test_tensorboard_serves_the_logs(tensorboard_writer, binary_data, tmp_path):
     """The real `tensorboard --logdir` serves the runs, scalars and images we wrote."""
-    _train_with_tensorboard(tensorboard_class, binary_data[:, :16], tmp_path)
+    _train_with_tensorboard(binary_data[:, :16], tmp_path)
     binary = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     port = _free_port()
     server = subprocess.Popen(
@@ -282,25 +318,28 @@ def test_tensorboard_serves_the_logs(tensorboard_class, binary_data, tmp_path):
             assert server.poll() is None, "tensorboard exited"
             time.sleep(0.5)
         assert {"train", "validation"} <= set(_get_json(f"{base}/runs"))
-        assert {"epoch_kl_weight", "epoch_active_units_1", "epoch_elbo"} <= set(scalars["train"])
-        assert {"epoch_L_5", "epoch_kl_1"} <= set(scalars["validation"])
+        assert {"schedule/kl_weight", "bounds/elbo", "kl/layer_1"} <= set(scalars["train"])
+        assert {"bounds/L_5", "kl/layer_1", "active_units/layer_1"} <= set(scalars["validation"])
         images = _get_json(f"{base}/plugin/images/tags")
-        assert {"samples", "reconstructions"} <= set(images["train"])
+        assert "samples" in images["train"] and "reconstructions" in images["validation"]
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-def test_without_tensorflow_train_logs_with_the_standalone_writer(
-    monkeypatch, binary_data, tmp_path
-):
-    monkeypatch.setattr(backend, "has_tensorflow", lambda: False)
-    with pytest.raises(ImportError, match="StandaloneTensorBoard takes the same arguments"):
-        TensorBoard(tmp_path)
+def test_train_logs_to_tensorboard_with_either_writer(tensorboard_writer, binary_data, tmp_path):
     model = VAE(latent_dim=2, hidden=(8,), data_dim=20, seed=0)
     model.compile(optimizer="adam")
     history = training.train(model, binary_data, epochs=2, logdir=tmp_path, verbose=0)
-    assert _scalars(tmp_path)["train/epoch_elbo"] == pytest.approx(history.history["elbo"])
+    assert _scalars(tmp_path)["train/bounds/elbo"] == pytest.approx(history.history["elbo"])
+
+
+def test_without_the_tensorboard_package_the_callback_says_so(monkeypatch, tmp_path):
+    for name in {"tensorboard", *(n for n in sys.modules if n.startswith("tensorboard."))}:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now fails
+    with pytest.raises(ImportError, match="needs the `tensorboard` package"):
+        TensorBoard(tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 class _SignalAt(keras.callbacks.Callback):

@@ -1,9 +1,19 @@
+import io
+
 import numpy as np
 import pytest
 
 from tfdlgm import images
 
-Image = pytest.importorskip("PIL.Image")
+Image = pytest.importorskip("PIL.Image")  # an independent PNG decoder
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB")])
+def test_png_decodes_to_the_same_pixels(rng, channels, mode):
+    image = rng.integers(0, 256, size=(5, 7, channels)).astype("uint8")
+    decoded = Image.open(io.BytesIO(images.png(image)))
+    assert decoded.mode == mode and decoded.size == (7, 5)
+    np.testing.assert_array_equal(np.asarray(decoded).reshape(image.shape), image)
 
 
 def test_flat_images_make_a_square_greyscale_grid(tmp_path):

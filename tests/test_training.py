@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfdlgm import callbacks, training
+from tfdlgm import callbacks, files, training
 from tfdlgm.models import VAE
 
 KILLABLE_TRAIN = pathlib.Path(__file__).with_name("killable_train.py")
@@ -59,6 +59,39 @@ def test_resume_continues_epochs_and_warm_up(binary_data, tmp_path):
         not np.allclose(a, b) for a, b in zip(saved, second.model.get_weights(), strict=True)
     )
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_the_checkpoint_callback_resumes_a_plain_fit_as_training_begins(binary_data, tmp_path):
+    """`Checkpoint` in `fit` itself, as `keras.callbacks.BackupAndRestore`: it refuses a
+    folder holding a checkpoint without `resume`, and with it loads the checkpoint into the
+    model being trained and continues from its epoch."""
+    first = _model()
+    first.fit(
+        binary_data, batch_size=32, epochs=1, verbose=0, callbacks=[training.Checkpoint(tmp_path)]
+    )
+    saved = _values(first)
+    model = _model()
+    with pytest.raises(ValueError, match="already holds a checkpoint of epoch 1"):
+        model.fit(binary_data, epochs=2, verbose=0, callbacks=[training.Checkpoint(tmp_path)])
+
+    class Look(keras.callbacks.Callback):  # the model as the first epoch begins
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen = self.seen if hasattr(self, "seen") else _values(self.model)
+
+    look = Look()
+    checkpoint = training.Checkpoint(tmp_path, resume=True)
+    history = model.fit(
+        binary_data, batch_size=32, epochs=2, verbose=0, callbacks=[look, checkpoint]
+    )
+    assert history.epoch == [1]
+    assert len(look.seen) == len(saved)
+    for seen, value in zip(look.seen, saved):  # weights, kl_weight, random stream, Adam's
+        np.testing.assert_array_equal(seen, value)
+    assert model._initial_epoch is None  # a later fit starts where it is told
+    other = VAE(latent_dim=3, hidden=(8,), data_dim=16, seed=0)  # not the checkpoint's model
+    other.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="cannot be resumed into this model"):
+        other.fit(binary_data, epochs=3, verbose=0, callbacks=[training.Checkpoint(tmp_path, True)])
 
 
 def test_initial_epoch_continues_a_model_trained_elsewhere(binary_data, tmp_path):
@@ -153,14 +186,14 @@ def test_overwrite_deletes_the_checkpoint_and_starts_afresh(binary_data, tmp_pat
 
 def _failing_writes(monkeypatch, name):
     """Makes the checkpoint's writes of the file `name` fail as on a full disk."""
-    write = training.atomic_write
+    write = files.atomic_write
 
     def atomic_write(path, *args, **kwargs):
         if pathlib.Path(path).name == name:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return write(path, *args, **kwargs)
 
-    monkeypatch.setattr(training, "atomic_write", atomic_write)
+    monkeypatch.setattr(files, "atomic_write", atomic_write)
 
 
 @pytest.mark.parametrize("name", ["epoch-0002.keras", "state.json"])
@@ -256,6 +289,11 @@ def test_bad_arguments(binary_data, tmp_path):
     (tmp_path / "state.json").write_text('{"epoch": 1}')
     with pytest.raises(ValueError, match="cannot be resumed.*is not a checkpoint state"):
         training.train(_model(), binary_data, epochs=2, checkpoint_dir=tmp_path, resume=True)
+
+
+def _values(model):
+    """The values of the model's variables and its optimizer's, in order."""
+    return [keras.ops.convert_to_numpy(v) for v in model.variables + model.optimizer.variables]
 
 
 def _variables(model):

@@ -1,10 +1,11 @@
-"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard (through
-Keras' callback, or without TensorFlow through the `tensorboard` package alone), a guard that
-stops training at a non-finite loss, and a graceful stop on SIGINT / SIGTERM."""
+"""Keras callbacks for latent models: KL warm-up, per-layer diagnostics, TensorBoard logs
+(grouped scalars and image grids, with TensorFlow or without), a guard that stops training at a
+non-finite loss, and a graceful stop on SIGINT / SIGTERM."""
 
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -12,8 +13,8 @@ import threading
 import keras
 import numpy as np
 
-from tfdlgm import backend, summaries, validation
 from tfdlgm import images as images_module
+from tfdlgm import summaries, validation
 
 
 class KLWarmUp(keras.callbacks.Callback):
@@ -90,17 +91,33 @@ def averaged_weights(model):
 
 
 class LatentDiagnostics(keras.callbacks.Callback):
-    """Adds held-out diagnostics to the epoch logs every `every` epochs: active units and KL
-    per latent layer, the ELBO and L_k. Place it before `keras.callbacks.TensorBoard` in the
-    callback list and TensorBoard plots them (`active_units_1`, `val_kl_1`, `val_L_k`...).
-    Where the optimizer averages the weights (`use_ema=True`), they are the averaged weights'
+    """Adds held-out diagnostics to the epoch logs every `every` epochs, computed on the batch
+    `x`: for each latent layer l the active units `val_active_units_l` (Burda et al.'s
+    criterion, `LatentModel.active_units`) and the KL `val_kl_l`, then `val_elbo` and the
+    importance-weighted bound `val_L_k`. The `val_` prefix says they are held-out figures:
+    `History` keeps them, and `tfdlgm.callbacks.TensorBoard`, wherever it comes in the
+    callback list, writes them to the validation run (`active_units/layer_1`, `kl/layer_1`,
+    `bounds/elbo`, `bounds/L_50`...). Figures `fit(validation_data=...)` already computed on
+    the whole validation set (`val_elbo`, `val_kl_l`) are kept. Where the optimizer averages
+    the weights (`use_ema=True`), the diagnostics are the averaged weights'
     (`averaged_weights`), the ones training ends with.
+
+    Keras' own `keras.callbacks.TensorBoard` writes the logs as it receives them, so it shows
+    these only when it comes after this callback; `tfdlgm.callbacks.TensorBoard` waits for
+    every callback to have added to the epoch's logs, and also computes them itself (`x=`).
 
     Args:
         x: float array `[n, data_dim]`, a held-out batch.
         every: int, epochs between evaluations. Defaults to `1`.
         num_samples: int, k of the L_k bound. Defaults to `50`.
         seed: int, so that successive evaluations use the same noise. Defaults to `0`.
+
+    Example:
+
+    ```python
+    history = model.fit(train, epochs=100, callbacks=[LatentDiagnostics(x_valid[:500])])
+    history.history["val_L_50"], history.history["val_active_units_1"]
+    ```
     """
 
     def __init__(self, x, every=1, num_samples=50, seed=0):
@@ -110,32 +127,132 @@ class LatentDiagnostics(keras.callbacks.Callback):
         self.num_samples = validation.check_positive_int(num_samples, "num_samples")
         self.seed = validation.check_seed(seed)
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None or (epoch + 1) % self.every:
-            return
+    def diagnostics(self, epoch):
+        """`{log name: value}` due after the 0-based `epoch` (empty between evaluations)."""
+        if (epoch + 1) % self.every:
+            return {}
+        found = {}
         with averaged_weights(self.model) as model:
             for i, count in enumerate(model.active_units(self.x, seed=self.seed)):
-                logs[f"active_units_{i + 1}"] = count
+                found[f"val_active_units_{i + 1}"] = count
             results = model.evaluate(self.x, verbose=0, return_dict=True)
             for name, value in results.items():
                 if name.startswith("kl_") or name == "elbo":
-                    logs[f"val_{name}"] = value
-            logs[f"val_L_{self.num_samples}"] = float(
+                    found[f"val_{name}"] = value
+            found[f"val_L_{self.num_samples}"] = float(
                 model.iwae_bound(self.x, self.num_samples, seed=self.seed, verbose=0).mean()
             )
+        return found
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for name, value in self.diagnostics(epoch).items():
+            logs.setdefault(name, value)
 
 
-class _LatentSummaries:
-    """What both TensorBoard callbacks add to a latent model's run: the held-out diagnostics
-    and the warm-up weight beta in the epoch logs, and the image grids (see `TensorBoard`)."""
+# TensorBoard's tag of each epoch log (its name without `val_`), grouped by what it measures:
+# the dashboard shows one section per group, e.g. the KL of every layer side by side.
+_TAGS = (
+    (re.compile(r"loss"), "loss/total"),
+    (re.compile(r"reconstruction"), "bounds/reconstruction"),
+    (re.compile(r"elbo"), "bounds/elbo"),
+    (re.compile(r"L_(\d+)"), r"bounds/L_\1"),
+    (re.compile(r"kl_(\d+)"), r"kl/layer_\1"),
+    (re.compile(r"active_units_(\d+)"), r"active_units/layer_\1"),
+    (re.compile(r"learning_rate|kl_weight"), r"schedule/\g<0>"),
+)
 
-    def _init_summaries(self, x, every, num_samples, num_images, seed):
+
+def tensorboard_tag(name: str) -> tuple[str, str]:
+    """`(run, tag)` under which `TensorBoard` writes the epoch log `name`: `val_*` logs to the
+    `validation` run, others to `train`; the tag is grouped (`val_kl_2` -> `("validation",
+    "kl/layer_2")`, `learning_rate` -> `("train", "schedule/learning_rate")`), or the name
+    itself for a log it does not know."""
+    run, name = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+    for pattern, tag in _TAGS:
+        match = pattern.fullmatch(name)
+        if match:
+            return run, match.expand(tag)
+    return run, name
+
+
+class TensorBoard(keras.callbacks.Callback):
+    """TensorBoard logs of a latent model's training: grouped scalars and image grids.
+
+    Every epoch's logs are written as scalars, `val_*` logs to the run `log_dir/validation`
+    and the others to `log_dir/train`, under grouped tags, so that the dashboard shows one
+    section per quantity (`tensorboard_tag`):
+
+    ```none
+    log (val_ dropped)            tag
+    loss                          loss/total
+    elbo, L_k, reconstruction     bounds/elbo, bounds/L_k, bounds/reconstruction (E_q log p(x|z))
+    kl_l, active_units_l          kl/layer_l, active_units/layer_l
+    learning_rate, kl_weight      schedule/learning_rate, schedule/kl_weight
+    anything else                 its own name
+    ```
+
+    With a held-out batch `x` it adds, every `every` epochs, the diagnostics of
+    `LatentDiagnostics` to the logs (and so to the `History`): active units and KL per layer,
+    the ELBO and L_k, all in the validation run. Figures `fit(validation_data=...)` already
+    computed on the whole validation set (`val_elbo`, `val_kl_l`) are kept. The learning rate
+    is the optimizer's, every epoch. The warm-up weight beta is logged once it has been below
+    1 in this run (by `KLWarmUp`), so runs without warm-up show no flat line at 1.
+
+    What is written does not depend on where the callback comes in the list: the logs other
+    callbacks add to an epoch after this one has run (`LatentDiagnostics`, `KLWarmUp`,
+    `LearningRateScheduler`...) are written as the next epoch begins or training ends.
+
+    For image data (`data_dim` a perfect square), every `every` epochs: `samples` in the
+    train run, a grid of `num_images` draws of E[x | z], z ~ p(z), and `reconstructions` in
+    the validation run, two rows: the first `num_images` images of `x` above E[x | z],
+    z ~ q(z | x). Where the optimizer averages the weights (`use_ema=True`), the diagnostics
+    and images are the averaged weights' (`averaged_weights`, the weights `fit` ends with).
+
+    The records go through `tf.summary` where TensorFlow is installed and through the
+    `tensorboard` package's own writer otherwise (`tfdlgm.summaries.SummaryWriter`), under
+    either Keras backend; without the `tensorboard` package the constructor raises an
+    `ImportError` saying so. Histograms and graphs are Keras' `keras.callbacks.TensorBoard`'s,
+    which may log to another folder beside it.
+
+    Args:
+        log_dir: str or path-like, the folder `tensorboard --logdir` reads. Defaults to
+            `"logs"`.
+        x: float array `[n, data_dim]` or None, the held-out batch. Without it only the
+            logs, the learning rate, beta and the sample grid are written. Defaults to `None`.
+        every: int, epochs between diagnostics and images. Defaults to `1`.
+        num_samples: int, k of the `val_L_k` bound. Defaults to `50`.
+        num_images: int, images per grid (reconstructions show at most this many of `x`).
+            Defaults to `16`.
+        seed: int, the same noise at every evaluation, so curves show the model changing.
+            Defaults to `0`.
+
+    Example:
+
+    ```python
+    model.fit(train, epochs=100, callbacks=[
+        tfdlgm.callbacks.TensorBoard("logs/vae", x=x_valid[:500], every=5),
+        tfdlgm.callbacks.KLWarmUp(20),
+    ])
+    # tensorboard --logdir logs
+    ```
+    """
+
+    RUNS = ("train", "validation")
+
+    def __init__(self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
         self.every = validation.check_positive_int(every, "every")
         self.num_images = validation.check_positive_int(num_images, "num_images")
         self.seed = validation.check_seed(seed)
         self.diagnostics = (
             None if x is None else LatentDiagnostics(x, every, num_samples, self.seed)
         )
+        summaries.check_available()  # now, rather than after the first epoch
+        self._writers = {}
+        self._late = None  # (epoch, that epoch's logs, the names written)
         self._warm_up_seen = False
 
     def set_model(self, model):
@@ -144,15 +261,17 @@ class _LatentSummaries:
             self.diagnostics.set_model(model)
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        self._late = None
         self._warm_up_seen = False
 
-    def _add_to_logs(self, epoch, logs):
-        """The diagnostics (where `fit` has not computed them already) and beta, in `logs`."""
+    def on_epoch_begin(self, epoch, logs=None):
+        self._write_late()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write_late()
+        logs = {} if logs is None else logs
         if self.diagnostics is not None:
-            extra = {}
-            self.diagnostics.on_epoch_end(epoch, extra)
-            for name, value in extra.items():
+            for name, value in self.diagnostics.diagnostics(epoch).items():
                 logs.setdefault(name, value)
         kl_weight = getattr(self.model, "kl_weight", None)
         if kl_weight is not None:
@@ -160,143 +279,69 @@ class _LatentSummaries:
             self._warm_up_seen = self._warm_up_seen or beta < 1.0
             if self._warm_up_seen:
                 logs.setdefault("kl_weight", beta)
-        return logs
+        rate = _learning_rate(self.model)
+        self._write(epoch, logs if rate is None else {"learning_rate": rate, **logs})
+        self._late = (epoch, logs, {*logs, "learning_rate"})
+        for (run, name), grid in self._image_grids(epoch).items():
+            self._writer(run).image(name, grid, step=epoch)
+        self._flush()
+
+    def on_train_end(self, logs=None):
+        self._write_late()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+    def _writer(self, run):
+        if run not in self._writers:
+            self._writers[run] = summaries.SummaryWriter(os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    def _write(self, epoch, logs):
+        for name, value in logs.items():
+            try:
+                value = float(value)
+            except (TypeError, ValueError):  # a log that is not a number is no scalar
+                continue
+            run, tag = tensorboard_tag(name)
+            self._writer(run).scalar(tag, value, step=epoch)
+
+    def _write_late(self):
+        """Writes what callbacks after this one added to the last epoch's logs."""
+        if self._late is None:
+            return
+        epoch, logs, written = self._late
+        self._late = None
+        self._write(epoch, {name: value for name, value in logs.items() if name not in written})
+        self._flush()
+
+    def _flush(self):
+        for writer in self._writers.values():
+            writer.flush()
 
     def _image_grids(self, epoch):
-        """`{name: uint8 [height, width, channels]}` due after `epoch` (none for data that
-        are not square images)."""
+        """`{(run, name): uint8 [height, width, channels]}` due after `epoch` (none for data
+        that are not square images)."""
         side = math.isqrt(self.model.data_dim)
         if (epoch + 1) % self.every or side * side != self.model.data_dim:
             return {}
         with averaged_weights(self.model) as model:  # as the diagnostics: the weights shipped
-            grids = {"samples": model.sample(self.num_images, seed=self.seed, mean=True)}
+            grids = {("train", "samples"): model.sample(self.num_images, seed=self.seed, mean=True)}
             if self.diagnostics is not None:
                 x = self.diagnostics.x[: self.num_images]
-                grids["reconstructions"] = np.stack([x, model.reconstruct(x, seed=self.seed)])
-        return {name: images_module.grid(images, (side, side)) for name, images in grids.items()}
+                grids["validation", "reconstructions"] = np.stack(
+                    [x, model.reconstruct(x, seed=self.seed)]
+                )
+        return {key: images_module.grid(value, (side, side)) for key, value in grids.items()}
 
 
-class TensorBoard(_LatentSummaries, keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` with what a latent model's run needs to be read.
-
-    Every `every` epochs, on the held-out batch `x`, it adds to the epoch logs (and so to the
-    scalars TensorBoard plots, and to the `History`) the diagnostics of `LatentDiagnostics`:
-    `active_units_l` and `val_kl_l` for each latent layer l, `val_elbo` and `val_L_k`. Values
-    that `fit(validation_data=...)` already computed (`val_elbo`, `val_kl_l` on the whole
-    validation set) are kept; the batch fills in the rest. For image data (`data_dim` a perfect
-    square) it writes two image summaries to the `train` run: `samples`, a grid of
-    `num_images` draws of E[x | z], z ~ p(z), and `reconstructions`, two rows: the first
-    `num_images` held-out images above E[x | z], z ~ q(z | x). The warm-up weight beta is
-    logged as `kl_weight` once it has been below 1 in this run (by `KLWarmUp`, in whatever
-    order the callbacks come), so runs without warm-up show no flat line at 1. Where the
-    optimizer averages the weights (`use_ema=True`), the batch's diagnostics and the images are
-    the averaged weights' (`averaged_weights`, the weights `fit` ends with); with
-    `keras.callbacks.SwapEMAWeights()` among the callbacks, `fit`'s own validation is too.
-
-    Everything else (scalars, histograms, graphs, the log folder layout `log_dir/train`,
-    `log_dir/validation`) is Keras' own, and the images go through its writers. Like Keras'
-    callback it needs TensorFlow (for `tf.summary`), under either backend; without it,
-    `StandaloneTensorBoard` writes the same scalars and images (`tfdlgm.training.train`
-    picks whichever can run).
-
-    Args:
-        log_dir: str or path-like, the folder `tensorboard --logdir` reads. Defaults to
-            `"logs"`.
-        x: float array `[n, data_dim]` or None, the held-out batch. Without it only the
-            sample grid and beta are added. Defaults to `None`.
-        every: int, epochs between diagnostics and images. Defaults to `1`.
-        num_samples: int, k of the `val_L_k` bound. Defaults to `50`.
-        num_images: int, images per grid (reconstructions show at most this many of `x`).
-            Defaults to `16`.
-        seed: int, the same noise at every evaluation, so curves show the model changing.
-            Defaults to `0`.
-        **kwargs: the arguments of `keras.callbacks.TensorBoard` (`histogram_freq`...).
-
-    Example:
-
-    ```python
-    model.fit(train, epochs=100, callbacks=[
-        tfdlgm.callbacks.KLWarmUp(20),
-        tfdlgm.callbacks.TensorBoard("logs/vae", x=x_valid[:500], every=5),
-    ])
-    # tensorboard --logdir logs
-    ```
-    """
-
-    def __init__(
-        self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0, **kwargs
-    ):
-        if not backend.has_tensorflow():
-            raise ImportError(
-                "tfdlgm.callbacks.TensorBoard writes through Keras' TensorBoard callback, which "
-                "needs TensorFlow, and TensorFlow is not installed. "
-                "tfdlgm.callbacks.StandaloneTensorBoard takes the same arguments and writes "
-                "the same scalars and images with the `tensorboard` package alone."
-            )
-        super().__init__(log_dir=str(log_dir), **kwargs)
-        self._init_summaries(x, every, num_samples, num_images, seed)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = self._add_to_logs(epoch, {} if logs is None else logs)
-        super().on_epoch_end(epoch, logs)
-        grids = self._image_grids(epoch)
-        if grids:
-            with self._train_writer.as_default():
-                for name, grid in grids.items():
-                    self.summary.image(name, grid[None], step=epoch)
-            self._train_writer.flush()
-
-
-class StandaloneTensorBoard(_LatentSummaries, keras.callbacks.Callback):
-    """`TensorBoard`'s scalars and images, written without TensorFlow.
-
-    For installs with no TensorFlow (the JAX backend on the GPU machine): the `tensorboard`
-    package's own event writer (`tfdlgm.summaries.SummaryWriter`) writes each epoch's logs as
-    scalars, as Keras' callback does (`loss` as `epoch_loss` in the run `log_dir/train`,
-    `val_loss` as `epoch_loss` in `log_dir/validation`), with the diagnostics, beta and the
-    `samples` and `reconstructions` grids of `TensorBoard`. Histograms, graphs and per-batch
-    scalars need TensorFlow.
-
-    Args: those of `TensorBoard` (`log_dir`, `x`, `every`, `num_samples`, `num_images`,
-    `seed`), with the same meanings and defaults; not its `**kwargs`.
-
-    Example:
-
-    ```python
-    model.fit(train, epochs=100, callbacks=[
-        tfdlgm.callbacks.StandaloneTensorBoard("logs/vae", x=x_valid[:500], every=5),
-    ])
-    # tensorboard --logdir logs
-    ```
-    """
-
-    def __init__(self, log_dir="logs", x=None, every=1, num_samples=50, num_images=16, seed=0):
-        super().__init__()
-        self.log_dir = os.fspath(log_dir)
-        self._init_summaries(x, every, num_samples, num_images, seed)
-        self._writers = None
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._writers = {
-            run: summaries.SummaryWriter(os.path.join(self.log_dir, run))
-            for run in ("train", "validation")
-        }
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = self._add_to_logs(epoch, {} if logs is None else logs)
-        for name, value in logs.items():
-            run, tag = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
-            self._writers[run].scalar(f"epoch_{tag}", float(value), step=epoch)
-        for name, grid in self._image_grids(epoch).items():
-            self._writers["train"].image(name, grid, step=epoch)
-        for writer in self._writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs=None):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = None
+def _learning_rate(model):
+    """The optimizer's learning rate now (as Keras' TensorBoard reads it), or None."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        return None
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 class NonFiniteLossError(RuntimeError):

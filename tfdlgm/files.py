@@ -1,10 +1,12 @@
 """File helpers shared by checkpoints (`training`) and presets (`zoo`): checksums, atomic
-writes, and one owner per folder (`hold_folder`)."""
+writes, a checkpoint's `state.json`, and one owner per folder (`hold_folder`)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import math
 import os
 import pathlib
 import socket
@@ -19,6 +21,7 @@ except ImportError:  # Windows: `hold_folder` locks nothing
 
 TEMPORARY_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"
+STATE_FILE = "state.json"
 
 
 def sha256(path: pathlib.Path) -> str:
@@ -59,6 +62,65 @@ def atomic_write(path: pathlib.Path, write, same=None) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_json(path: pathlib.Path, value) -> None:
+    """Writes `value` as JSON (indented, UTF-8, a final newline) with `atomic_write`."""
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def write_state(folder: pathlib.Path, epoch: int, model_file: pathlib.Path, logs=None) -> None:
+    """Writes a checkpoint's `state.json` into `folder` (atomically): `{"epoch": epochs
+    completed, "model": the name of `model_file`, "bytes": its size, "sha256": its checksum,
+    "logs": the epoch's logs}`. A log that is not a number is kept as its text."""
+
+    def number_or_text(value):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        return value if math.isfinite(value) else str(value)  # JSON has no NaN
+
+    model_file = pathlib.Path(model_file)
+    state = {
+        "epoch": int(epoch),
+        "model": model_file.name,
+        "bytes": model_file.stat().st_size,
+        "sha256": sha256(model_file),
+        "logs": {name: number_or_text(value) for name, value in (logs or {}).items()},
+    }
+    write_json(pathlib.Path(folder) / STATE_FILE, state)
+
+
+def read_state(folder: str | os.PathLike) -> dict | None:
+    """The checkpoint state `write_state` wrote into `folder`, or None without `state.json`.
+
+    Returns:
+        `{"epoch": int, "model": file name, "bytes": int, "sha256": str, "logs": dict}`.
+
+    Raises:
+        ValueError: naming the file, if `state.json` cannot be read or is not such a state.
+    """
+    path = pathlib.Path(folder) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        logs = state.get("logs", {})
+        state = {
+            "epoch": int(state["epoch"]),
+            "model": pathlib.Path(str(state["model"])).name,
+            "bytes": int(state["bytes"]),
+            "sha256": str(state["sha256"]),
+            "logs": dict(logs),
+        }
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f'{path} is not a checkpoint state (expected JSON with "epoch", "model", '
+            f'"bytes" and "sha256"): {type(e).__name__}: {e}'
+        ) from e
+    return state
 
 
 class FolderInUseError(RuntimeError):

@@ -1,13 +1,16 @@
 """Image grids as PNG files (and arrays, for TensorBoard), for benchmarks and model cards.
 
-Pillow is imported only when a grid is saved; it is a development dependency (the `dev` extra),
-not a runtime one.
+`png` is the one PNG encoder: `save_grid` writes its bytes, and the TensorBoard image summaries
+(`tfdlgm.summaries`) hold them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pathlib
+import struct
+import zlib
 
 import numpy as np
 
@@ -22,8 +25,8 @@ def save_grid(
 
     `[N, height * width]` images are laid out row by row, ceil(sqrt(N)) per grid row (64
     samples give 8 x 8); `[rows, columns, height * width]` fixes the layout (e.g. one grid row
-    each for originals, masked inputs and completions). The PNG is greyscale ("L"), or RGB when
-    some pixel is NaN.
+    each for originals, masked inputs and completions). The PNG is 8-bit grey, or RGB when some
+    pixel is NaN.
 
     Args:
         images: float array `[N, height * width]`, `[rows, columns, height * width]` or
@@ -37,16 +40,7 @@ def save_grid(
     Returns:
         The path written, as a str.
     """
-    try:
-        from PIL import Image  # a dev dependency: imported only here
-    except ImportError as error:
-        raise ImportError(
-            "Saving a PNG needs the `pillow` package (`pip install pillow`, or the `dev` "
-            f"extra), which could not be imported: {error}"
-        ) from error
-
-    canvas = grid(images, image_shape, scale, padding)
-    Image.fromarray(canvas if canvas.shape[-1] == 3 else canvas[..., 0]).save(os.fspath(path))
+    pathlib.Path(path).write_bytes(png(grid(images, image_shape, scale, padding)))
     return os.fspath(path)
 
 
@@ -93,3 +87,39 @@ def grid(images, image_shape=(28, 28), scale: int = 1, padding: int = 2) -> np.n
             y, x = padding + r * step_y, padding + c * step_x
             canvas[y : y + height, x : x + width] = tiles[r, c]
     return canvas.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def png(image) -> bytes:
+    """A uint8 image `[height, width, 1 or 3]` as PNG bytes (8-bit grey or RGB, no filter).
+
+    PNG (ISO/IEC 15948): the signature, then chunks `length | type | data | CRC-32(type,
+    data)`: IHDR (width, height, bit depth 8, colour type 0 grey or 2 RGB), IDAT (the zlib
+    stream of the rows, each led by filter byte 0) and IEND.
+
+    Raises:
+        ValueError: if `image` is not a uint8 array `[height, width, 1 or 3]`.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(
+            "`image` must be a uint8 array [height, width, 1 or 3]. Received: "
+            f"dtype={image.dtype}, shape={image.shape}"
+        )
+    image = np.ascontiguousarray(image)
+    height, width, channels = image.shape
+    colour_type = {1: 0, 3: 2}[channels]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    rows = np.concatenate(
+        [np.zeros((height, 1), np.uint8), image.reshape(height, width * channels)], axis=1
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes()))
+        + chunk(b"IEND", b"")
+    )

@@ -10,7 +10,6 @@ history = tfdlgm.training.train(
 # later, or after a crash: the same call with resume=True runs the epochs not yet done
 history = tfdlgm.training.train(model, data, epochs=100, checkpoint_dir="checkpoints/vae",
                                 resume=True, warm_up_epochs=20)
-model = history.model          # the loaded model when resuming
 ```
 
 A checkpoint is the folder `checkpoint_dir` holding `epoch-NNNN.keras` (the model after
@@ -35,11 +34,14 @@ delete it as the run starts. A checkpoint write that fails (a full disk, a read-
 stops training with `CheckpointWriteError`, naming the file and the epoch the folder still
 holds.
 
-Resuming reads only `state.json` and the file it names, after checking that file's size and
-sha256. A `state.json` that cannot be parsed, or names a missing, truncated or altered file,
-is a `ValueError` naming the file and the problem; nothing is loaded (one checkpoint is kept,
-so there is no older one to fall back to). Delete the folder, or pass `overwrite=True`, to
-start again.
+Resuming is the `Checkpoint` callback's, in the manner of `keras.callbacks.BackupAndRestore`:
+as training begins it loads the checkpoint into the model being trained (weights, optimizer
+state, random stream, warm-up weight) and `fit` continues from the checkpoint's epoch. It
+reads only `state.json` (`tfdlgm.files.read_state`) and the file it names, after checking that
+file's size and sha256. A `state.json` that cannot be parsed, or names a missing, truncated or
+altered file, is a `ValueError` naming the file and the problem; nothing is loaded (one
+checkpoint is kept, so there is no older one to fall back to). Delete the folder, or pass
+`overwrite=True`, to start again.
 
 Exact resume. A run killed mid-epoch and resumed gives bit for bit the weights of the run that
 was never stopped when all of its randomness is restored: the model's random stream, the
@@ -55,9 +57,10 @@ first callback), before that epoch is checkpointed.
 
 The `fit` callbacks `train` uses, in order, for library users who call `fit` themselves:
 `NonFiniteLossGuard()`, `KLWarmUp(warm_up_epochs)`, your `callbacks`,
-`tfdlgm.callbacks.TensorBoard(logdir, x=...)` and `Checkpoint(checkpoint_dir)`, with
-`fit(initial_epoch=epoch)` and `data.set_epoch(epoch)` when resuming, all inside
-`with tfdlgm.files.hold_folder(checkpoint_dir):` to own the folder as `train` does.
+`tfdlgm.callbacks.TensorBoard(logdir, x=...)` and `Checkpoint(checkpoint_dir, resume=...)`
+(last: the state it writes keeps the logs the others added), with `data.set_epoch(epoch)`
+when resuming, all inside `with tfdlgm.files.hold_folder(checkpoint_dir):` to own the folder
+as `train` does.
 """
 
 from __future__ import annotations
@@ -71,13 +74,12 @@ import zipfile
 import keras
 import numpy as np
 
-from tfdlgm import backend, files, layers, validation
 from tfdlgm import callbacks as callbacks_module
-from tfdlgm.files import atomic_write, hold_folder, remove_temporaries, sha256
+from tfdlgm import files, layers, validation
+from tfdlgm.files import STATE_FILE, hold_folder, remove_temporaries, sha256
 from tfdlgm.models.base import LatentModel
 
 MODEL_FILE = "epoch-{epoch:04d}.keras"
-STATE_FILE = "state.json"
 NonFiniteLossError = callbacks_module.NonFiniteLossError
 FolderInUseError = files.FolderInUseError
 # Files of a checkpoint (`overwrite=True` removes them); `.lock` and `.tmp-*` are not.
@@ -104,20 +106,21 @@ def train(
 
     Args:
         model: a compiled `tfdlgm.models.LatentModel`. With `resume=True` and a checkpoint
-            in `checkpoint_dir`, the checkpoint's model is trained instead.
+            in `checkpoint_dir`, it must have the checkpoint's architecture and optimizer: the
+            checkpoint is loaded into it (`Checkpoint`); one not compiled yet is compiled as
+            the checkpoint's model was.
         train_data: what `fit` takes: an array `[N, data_dim]`, a `tf.data.Dataset` or a
             `keras.utils.PyDataset` such as `tfdlgm.datasets.mnist("train")`.
         epochs: int, the epoch to train up to (counted from the first run when resuming).
         logdir: str or path-like or None, write TensorBoard logs there with
-            `tfdlgm.callbacks.TensorBoard` (`StandaloneTensorBoard` where TensorFlow is not
-            installed; diagnostics on the first `DIAGNOSTIC_EXAMPLES` examples of
-            `validation_data`, when given). Defaults to `None`.
+            `tfdlgm.callbacks.TensorBoard` (diagnostics on the first `DIAGNOSTIC_EXAMPLES`
+            examples of `validation_data`, when given). Defaults to `None`.
         checkpoint_dir: str or path-like or None, checkpoint there every epoch (see the module
             docstring); created if needed, and held by this run alone while it runs.
             Defaults to `None`.
-        resume: bool, continue from the checkpoint in `checkpoint_dir` with
-            `fit(initial_epoch=...)`; with no checkpoint there yet, start from `model`.
-            Defaults to `False`.
+        resume: bool, continue from the checkpoint in `checkpoint_dir`: its weights and
+            optimizer state are loaded into `model` and training goes on from its epoch; with
+            no checkpoint there yet, start from `model`. Defaults to `False`.
         validation_data: what `fit` takes as `validation_data`, or None. Defaults to `None`.
         callbacks: more Keras callbacks. Defaults to `()`.
         warm_up_epochs: int or None, KL warm-up over that many epochs (`KLWarmUp`): beta
@@ -133,7 +136,7 @@ def train(
             it (and without `resume`) such a folder is refused. Defaults to `False`.
 
     Returns:
-        The `keras.callbacks.History` of `fit`; `history.model` is the model trained.
+        The `keras.callbacks.History` of `fit`; `history.model` is `model`.
 
     Raises:
         ValueError: on a bad argument, `resume=True` without `checkpoint_dir`, a
@@ -171,13 +174,15 @@ def train(
     initial_epoch = validation.check_nonnegative_int(initial_epoch, "initial_epoch")
     owner = contextlib.nullcontext() if checkpoint_dir is None else hold_folder(checkpoint_dir)
     with owner:
+        found = None
         if checkpoint_dir is not None:
             remove_temporaries(checkpoint_dir)
             check_checkpoint_folder(checkpoint_dir, resume=resume, overwrite=overwrite)
-        if resume:
-            checkpoint = latest_checkpoint(checkpoint_dir)
-            if checkpoint is not None:
-                model, initial_epoch = checkpoint
+            found = _checked_model_file(checkpoint_dir) if resume else None
+        if found is not None:  # `Checkpoint` loads it into `model` as training begins
+            model_path, initial_epoch = found
+            if getattr(model, "optimizer", None) is None:
+                model.compile_from_config(_model_config(model_path)["compile_config"])
         if getattr(model, "optimizer", None) is None:
             raise ValueError(
                 "`model` must be compiled before training, e.g. `model.compile(optimizer='adam')`."
@@ -186,22 +191,17 @@ def train(
             for pattern in CHECKPOINT_FILES:  # state.json first: then no checkpoint is left
                 for path in pathlib.Path(checkpoint_dir).glob(pattern):
                     path.unlink(missing_ok=True)
-        if hasattr(train_data, "set_epoch"):  # NumpyBatches: draw the batches of this epoch
-            train_data.set_epoch(initial_epoch)
         extra = [callbacks_module.NonFiniteLossGuard()]
         if warm_up_epochs is not None:
             extra.append(callbacks_module.KLWarmUp(warm_up_epochs))
         extra.extend(callbacks)
         if logdir is not None:
             held_out = None if validation_data is None else _first_examples(validation_data)
-            writer = (
-                callbacks_module.TensorBoard
-                if backend.has_tensorflow()
-                else callbacks_module.StandaloneTensorBoard
-            )
-            extra.append(writer(logdir, x=held_out))
+            extra.append(callbacks_module.TensorBoard(logdir, x=held_out))
         if checkpoint_dir is not None:
-            extra.append(Checkpoint(checkpoint_dir))
+            extra.append(Checkpoint(checkpoint_dir, resume=resume))
+        if hasattr(train_data, "set_epoch"):  # NumpyBatches: draw the batches of this epoch
+            train_data.set_epoch(initial_epoch)
         try:
             return model.fit(
                 train_data,
@@ -214,15 +214,15 @@ def train(
         except NonFiniteLossError as error:
             if checkpoint_dir is None:
                 raise
-            state = _read_state(pathlib.Path(checkpoint_dir) / STATE_FILE)
-            kept = (
-                f"The checkpoint in {checkpoint_dir} holds epoch {state['epoch']}, the last good "
+            kept = _kept_epoch(checkpoint_dir)
+            holds = (
+                f"The checkpoint in {checkpoint_dir} holds epoch {kept}, the last good "
                 "one: fix the cause and continue from it with resume=True (--resume)."
-                if state
+                if kept
                 else f"No epoch completed, so {checkpoint_dir} holds no checkpoint."
             )
             raise NonFiniteLossError(
-                f"{error} {kept}", epoch=error.epoch, batch=error.batch, value=error.value
+                f"{error} {holds}", epoch=error.epoch, batch=error.batch, value=error.value
             ) from error
 
 
@@ -235,8 +235,8 @@ def check_checkpoint_folder(
 ) -> int | None:
     """Checks that a run may checkpoint into `checkpoint_dir`; returns the epoch it holds.
 
-    `train` calls it once it owns the folder; the `tfdlgm train` command also calls it before
-    loading any data, to fail at once.
+    `train` and `Checkpoint` call it once the run owns the folder; the `tfdlgm train` command
+    also calls it before loading any data, to fail at once.
 
     Args:
         checkpoint_dir: str or path-like, the folder (it need not exist yet).
@@ -255,11 +255,11 @@ def check_checkpoint_folder(
     state_path = folder / STATE_FILE
     if not state_path.exists():
         return None
-    state = _read_state(state_path)
+    epoch = _kept_epoch(folder)
     if not (resume or overwrite):
         holds = (
-            f"a checkpoint of epoch {state['epoch']}"
-            if state
+            f"a checkpoint of epoch {epoch}"
+            if epoch is not None
             else f"a checkpoint ({state_path} cannot be read)"
         )
         raise ValueError(
@@ -267,7 +267,7 @@ def check_checkpoint_folder(
             "--overwrite (overwrite=True) to delete it and start afresh, or choose another "
             "folder."
         )
-    return None if state is None else state["epoch"]
+    return epoch
 
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike):
@@ -310,35 +310,46 @@ def checkpoint_config(checkpoint_dir: str | os.PathLike):
     if checked is None:
         return None
     model_path, epoch = checked
+    return _model_config(model_path), epoch
+
+
+_START_AGAIN = "Delete {} or pass overwrite=True (--overwrite) to start again."
+
+
+def _model_config(model_path):
+    """The `config.json` of the checked model file `model_path`."""
     try:
         with zipfile.ZipFile(model_path) as archive:
-            config = json.loads(archive.read("config.json"))
+            return json.loads(archive.read("config.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(
             f"The checkpoint in {model_path.parent} cannot be resumed: {model_path} has no "
             f"model config ({type(error).__name__}: {error}). "
             + _START_AGAIN.format(model_path.parent)
         ) from error
-    return config, epoch
 
 
-_START_AGAIN = "Delete {} or pass overwrite=True (--overwrite) to start again."
+def _kept_epoch(folder):
+    """The epoch of the checkpoint in `folder`, or None if it holds none it can read."""
+    try:
+        state = files.read_state(folder)
+    except ValueError:
+        return None
+    return None if state is None else state["epoch"]
 
 
 def _checked_model_file(checkpoint_dir):
     """`(the model file state.json names, epochs completed)` after checking its size and
     sha256, or None without `state.json`; a `ValueError` naming the problem otherwise."""
     folder = pathlib.Path(checkpoint_dir)
-    state_path = folder / STATE_FILE
-    if not state_path.is_file():
-        return None
     fix = _START_AGAIN.format(folder)
-    state = _read_state(state_path)
+    try:
+        state = files.read_state(folder)
+    except ValueError as error:
+        raise ValueError(f"The checkpoint in {folder} cannot be resumed: {error}. {fix}") from error
     if state is None:
-        raise ValueError(
-            f"The checkpoint in {folder} cannot be resumed: {state_path} is not a checkpoint "
-            'state (expected JSON with "epoch", "model", "bytes" and "sha256"). ' + fix
-        )
+        return None
+    state_path = folder / STATE_FILE
     model_path = folder / state["model"]
     if not model_path.is_file():
         raise ValueError(
@@ -356,39 +367,75 @@ def _checked_model_file(checkpoint_dir):
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Writes `epoch-NNNN.keras`, then `state.json` naming it with its sha256, into `folder` at
-    the end of every epoch, each to a temporary `.tmp-*` file then `os.replace`d, then removes
-    older model files (see the module docstring). A write that fails raises
-    `CheckpointWriteError` naming the file and the epoch the folder still holds.
+    """Checkpoints training into `folder` every epoch and, with `resume=True`, continues the
+    checkpoint there as training begins, in the manner of `keras.callbacks.BackupAndRestore`.
+
+    - `on_train_begin`: a folder that holds a checkpoint is refused (`ValueError`) unless
+      `resume`; with `resume`, the checkpoint (`state.json` and the model file it names, its
+      size and sha256 checked first) is loaded into the model being trained: its weights, its
+      optimizer's state, its random stream and warm-up weight. `fit` then runs from the
+      checkpoint's epoch on (Keras reads `model._initial_epoch`, which `BackupAndRestore` sets
+      too). The model must have the checkpoint's architecture and optimizer
+      (`latest_checkpoint` loads the checkpoint's own model).
+    - `on_epoch_end`: writes `epoch-NNNN.keras`, then `state.json` naming it with its sha256
+      and the epoch's logs, each to a temporary `.tmp-*` file then `os.replace`d, then removes
+      older model files (see the module docstring). A write that fails raises
+      `CheckpointWriteError` naming the file and the epoch the folder still holds.
+
+    Put it last among the callbacks, so that `state.json` keeps the logs the others add, and
+    hold the folder while `fit` runs (`with tfdlgm.files.hold_folder(folder):`), as
+    `tfdlgm.training.train` does, so that no other run writes there meanwhile.
 
     Args:
         folder: str or path-like, created if needed.
+        resume: bool, continue the checkpoint in `folder`, if any. Defaults to `False`.
+
+    Example:
+
+    ```python
+    with tfdlgm.files.hold_folder("checkpoints/vae"):
+        model.fit(train, epochs=100, callbacks=[Checkpoint("checkpoints/vae", resume=True)])
+    ```
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, resume=False):
         super().__init__()
         self.folder = pathlib.Path(folder)
+        self.resume = validation.check_bool(resume, "resume")
+
+    def on_train_begin(self, logs=None):
+        check_checkpoint_folder(self.folder, resume=self.resume)
+        found = _checked_model_file(self.folder) if self.resume else None
+        if found is None:
+            return
+        model_path, epoch = found
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(model_path)
+        except Exception as error:  # Keras, zipfile and h5py raise their own
+            raise ValueError(
+                f"The checkpoint in {self.folder} cannot be resumed into this model: "
+                f"{model_path} does not load into it ({type(error).__name__}: {error}). "
+                "Resume with the checkpoint's architecture and optimizer "
+                "(tfdlgm.training.latest_checkpoint loads its model), or delete "
+                f"{self.folder} or pass overwrite=True (--overwrite) to start again."
+            ) from error
+        self.model._initial_epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         model_path = self.folder / MODEL_FILE.format(epoch=epoch + 1)
         target = model_path
         try:
-            atomic_write(model_path, lambda path: self.model.save(path))
-            state = {
-                "epoch": epoch + 1,
-                "model": model_path.name,
-                "bytes": model_path.stat().st_size,
-                "sha256": sha256(model_path),
-                "logs": {k: _float(v) for k, v in (logs or {}).items()},
-            }
-            text = json.dumps(state, indent=2) + "\n"
+            files.atomic_write(model_path, lambda path: self.model.save(path))
             target = self.folder / STATE_FILE
-            atomic_write(target, lambda path: path.write_text(text, "utf-8"))
+            files.write_state(self.folder, epoch + 1, model_path, logs)
         except Exception as error:  # OSError mostly; Keras, zipfile and h5py raise their own
-            kept = _read_state(self.folder / STATE_FILE)
+            kept = _kept_epoch(self.folder)
             holds = (
-                f"{self.folder} still holds the checkpoint of epoch {kept['epoch']}: fix the "
+                f"{self.folder} still holds the checkpoint of epoch {kept}: fix the "
                 "cause, then continue from it with resume=True (--resume)."
                 if kept
                 else f"{self.folder} holds no checkpoint yet: fix the cause and start again."
@@ -401,27 +448,8 @@ class Checkpoint(keras.callbacks.Callback):
             if old != model_path:
                 old.unlink(missing_ok=True)
 
-
-def _read_state(path: pathlib.Path):
-    """The parsed `state.json`, or None if it is missing or not a checkpoint state."""
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        state = {
-            "epoch": int(state["epoch"]),
-            "model": pathlib.Path(str(state["model"])).name,
-            "bytes": int(state["bytes"]),
-            "sha256": str(state["sha256"]),
-        }
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return None
-    return state
-
-
-def _float(value):
-    try:
-        return float(np.asarray(keras.ops.convert_to_numpy(value)))
-    except (TypeError, ValueError):
-        return str(value)
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None  # a later `fit` starts where it is told
 
 
 def _first_examples(data, count=DIAGNOSTIC_EXAMPLES):

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfdlgm.files import TEMPORARY_PREFIX, atomic_write, sha256
+from tfdlgm.files import TEMPORARY_PREFIX, atomic_write, sha256, write_json
 
 if TYPE_CHECKING:
     from tfdlgm.models.base import LatentModel
@@ -317,7 +317,7 @@ def _write_preset(model, old, staging, training, figures, card_text, name, proto
         "config": _jsonable(model.get_config()),
         "registered_name": keras.saving.get_registered_name(type(model)),
     }
-    _write_json(staging / CONFIG_FILE, serialised)
+    write_json(staging / CONFIG_FILE, serialised)
     preset = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -331,7 +331,7 @@ def _write_preset(model, old, staging, training, figures, card_text, name, proto
         "files": {file: _file_record(staging / file) for file in PRESET_FILES},
     }
     _keep_other_files(old, staging)
-    _write_json(staging / METADATA_FILE, preset)  # last: the folder's commit point
+    write_json(staging / METADATA_FILE, preset)  # last: the folder's commit point
 
 
 def _keep_other_files(old: pathlib.Path, staging: pathlib.Path) -> None:
@@ -348,11 +348,6 @@ def _keep_other_files(old: pathlib.Path, staging: pathlib.Path) -> None:
             shutil.copytree(item, staging / item.name, symlinks=True)
         else:
             shutil.copy2(item, staging / item.name)
-
-
-def _write_json(path: pathlib.Path, value) -> None:
-    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def _swap(staging: pathlib.Path, folder: pathlib.Path) -> None:

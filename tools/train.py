@@ -54,7 +54,7 @@ import keras
 import numpy as np
 
 import tfdlgm
-from tfdlgm import evaluation, training
+from tfdlgm import evaluation, files, training
 
 ZOO_DIR = pathlib.Path(__file__).resolve().parents[1] / "zoo"
 RECIPE_FILE = "recipe.json"
@@ -218,11 +218,8 @@ class WallClock(keras.callbacks.Callback):
 
 def checkpoint_logs(folder: pathlib.Path) -> tuple[int, dict]:
     """The last checkpointed epoch and its logs, `(0, {})` before the first."""
-    path = folder / training.STATE_FILE
-    if not path.is_file():
-        return 0, {}
-    state = json.loads(path.read_text(encoding="utf-8"))
-    return state["epoch"], state.get("logs", {})
+    state = files.read_state(folder)
+    return (0, {}) if state is None else (state["epoch"], state["logs"])
 
 
 def dataset_of(recipe: dict) -> str:
@@ -254,7 +251,7 @@ def train_stage(recipe, stage, model, args, clock, stop):
     checkpoints = checkpoint_dir(recipe, args, stage["fine_tune"])
     scheduler = keras.callbacks.LearningRateScheduler(lambda e: learning_rate_at(recipe, e))
     callbacks = [clock, stop, scheduler]
-    if args.validate_every is not None:  # before TensorBoard (`train` adds it last)
+    if args.validate_every is not None:
         callbacks.append(validation_diagnostics(recipe, args.validate_every))
     model = training.train(
         model,
