@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:  # the library's errors on bad input
         _print_error(args, error)
         return 1
-    except ImportError as error:  # an optional package (Pillow, tensorboard) not installed
+    except ImportError as error:  # an optional package (tensorboard) not installed
         _print_error(args, error)
         return 1
     except Exception as error:
