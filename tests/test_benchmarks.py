@@ -284,3 +284,71 @@ def test_quick_covers_every_backend_and_the_peer(tmp_path):
     assert results["peer"]["status"] in ("measured", "not installed (pip install -e '.[bench]')")
     assert len(results["goals"]) == 5
     assert "## Sampling and log-likelihood" in text
+
+
+def _ab():
+    """benchmarks/ab.py as a module."""
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "ab.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_ab", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ab_runs_each_variant_for_its_cpu_budget_and_writes_a_table_json_and_plot(tmp_path):
+    import numpy as np
+
+    import tfdlgm
+
+    ab = _ab()
+    assert ab.parse_variant("b20:batch_size=20,gradient=dreg") == {
+        "name": "b20",
+        "batch_size": 20,
+        "gradient": "dreg",
+    }
+    with pytest.raises(ValueError, match="unknown key 'epochs'"):
+        ab.parse_variant("x:epochs=3")
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(size=(200, 12)) < 0.3).astype("float32")
+
+    def start(variant):
+        objective = {
+            "name": "iwae",
+            "num_samples": 3,
+            "gradient": variant.get("gradient", "standard"),
+        }
+        model = tfdlgm.models.VAE(
+            latent_dim=2, hidden=(4,), data_dim=12, seed=0, objective=objective
+        )
+        return model, {"class_name": "Adam", "config": {"learning_rate": 0.01}}
+
+    variants = [
+        {"name": "b50", "batch_size": 50},
+        {"name": "b10-dreg", "batch_size": 10, "gradient": "dreg"},
+    ]
+    report = ab.compare(
+        "smoke",
+        variants,
+        start,
+        lambda batch_size: tfdlgm.datasets.NumpyBatches(x, batch_size=batch_size),
+        x[:20],
+        minutes=0.01,
+        every=0.01,
+        out_dir=tmp_path,
+        info={
+            "start": "a tiny VAE",
+            "examples_word": "rows",
+            "device": "CPU",
+            "backend": "any",
+            "command": "test",
+        },
+    )
+    for variant in report["variants"]:
+        rows = variant["rows"]
+        assert rows[0]["cpu_minutes"] == 0 and rows[-1]["cpu_minutes"] >= 0.01
+        assert all(a["steps"] < b["steps"] for a, b in zip(rows, rows[1:]))
+        assert all(np.isfinite(r["L_50"]) for r in rows)
+    table = (tmp_path / "ab-smoke.md").read_text()
+    assert "| b10-dreg | batch_size=10, gradient=dreg |" in table and "0.01 CPU-min" in table
+    assert json.loads((tmp_path / "ab-smoke.json").read_text())["variants"][1]["name"] == "b10-dreg"
+    assert (tmp_path / "ab-smoke.png").read_bytes()[:4] == b"\x89PNG"

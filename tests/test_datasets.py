@@ -116,6 +116,26 @@ def test_arrays_are_loaded_once_and_read_only(arrays, mnist_path):
         assert not arrays[split].flags.writeable
 
 
+def test_train_and_validation_together_are_all_60000_training_images_shuffled(
+    arrays, mnist_path, as_numpy
+):
+    ordered = datasets.mnist(
+        "train+validation",
+        binarize=None,
+        batch_size=30_000,
+        path=mnist_path,
+        shuffle=False,
+        as_numpy=as_numpy,
+    )
+    x = np.concatenate([np.asarray(batch) for batch in ordered])
+    np.testing.assert_array_equal(x, np.concatenate([arrays["train"], arrays["validation"]]))
+    shuffled = datasets.mnist(
+        "train+validation", binarize=None, batch_size=30_000, path=mnist_path, as_numpy=as_numpy
+    )
+    first = np.asarray(next(iter(shuffled)))
+    assert first.shape == (30_000, 784) and not np.array_equal(first, x[:30_000])
+
+
 def test_mnist_serves_the_split(arrays, mnist_path, as_numpy):
     for split in ("validation", "test"):
         ds = datasets.mnist(
@@ -478,7 +498,8 @@ def test_wrong_shape_or_dtype(tmp_path, x_train, x_test, received):
     [
         (
             {"split": "training"},
-            "`split` must be one of ('train', 'validation', 'test'). Received: split='training'",
+            "`split` must be one of ('train', 'validation', 'test', 'train+validation'). "
+            "Received: split='training'",
         ),
         ({"split": None}, "Received: split=None"),
         (

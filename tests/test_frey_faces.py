@@ -85,6 +85,16 @@ def test_pipelines_serve_the_protocol(levels, frey_path, as_numpy):
     np.testing.assert_allclose(centres, (levels["validation"] + 0.5) / 256, rtol=1e-6)
 
 
+def test_train_and_validation_together_are_their_frames_in_order(levels, frey_path):
+    together = datasets.frey_faces(
+        "train+validation", None, 2000, path=frey_path, shuffle=False, as_numpy=True
+    )
+    (centres,) = list(together)
+    expected = np.concatenate([levels["train"], levels["validation"]])
+    assert centres.shape == (1770, 560)
+    np.testing.assert_allclose(centres, (expected + 0.5) / 256, rtol=1e-6)
+
+
 def test_bad_arguments_name_the_argument(frey_path):
     with pytest.raises(ValueError, match="`dequantize` must be one of"):
         datasets.frey_faces("test", dequantize="once", path=frey_path)

@@ -768,3 +768,30 @@ def test_one_more_epoch_from_a_preset_follows_its_recipe(tmp_path, monkeypatch):
     assert after["files"]["model.weights.h5"] != before["files"]["model.weights.h5"]
     assert zoo.config(out)["config"]["objective"] == {"name": "iwae", "num_samples": 10}
     assert (tmp_path / "checkpoints" / "vae-mnist-fine-tune" / "state.json").is_file()
+
+
+def test_a_recipe_on_train_and_validation_trains_on_them_and_says_so(mnist_path):
+    train = _train_tool()
+    recipe = {**train.read_recipe("vae-mnist"), "split": "train+validation"}
+    assert len(train.training_data(recipe)) == 600  # 60,000 images, batches of 100
+    record = train.data_record(recipe)
+    assert record["split"] == "train+validation" and record["examples"] == 60_000
+    figures = zoo.metadata("vae-mnist")["figures"]
+    card = train.card_text(recipe, train.training_record(recipe, 10, 60.0), figures, 1)
+    assert 'tfdlgm.datasets.mnist("train+validation"' in card and "all 60,000" in card
+    assert "the validation images were, once every choice" in card
+    default = train.read_recipe("vae-mnist")
+    card = train.card_text(default, train.training_record(default, 10, 60.0), figures, 1)
+    assert "The validation and test images were never trained on." in card
+
+
+def test_a_recipe_on_an_unknown_split_is_a_command_line_error(monkeypatch, capsys):
+    train = _train_tool()
+    recipe = {**train.read_recipe("vae-mnist"), "split": "everything"}
+    monkeypatch.setattr(train, "read_recipe", lambda name: recipe)
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse(["vae-mnist"])
+    assert exit_info.value.code == 2
+    assert "\"split\": 'everything'; it must be one of train, train+validation" in (
+        capsys.readouterr().err
+    )

@@ -2,7 +2,9 @@
 
 The evaluation protocol (docs/architecture.md): the first 50,000 rows of MNIST's training set are
 the training split, its last 10,000 rows the validation split, and MNIST's 10,000 test images
-the test split. Pixels are grey levels `x = intensity / 255` in [0, 1], flattened to 784. A
+the test split; `"train+validation"` serves the training and validation rows together (all
+60,000), for a final fit once every choice has been made on the validation split. Pixels are grey
+levels `x = intensity / 255` in [0, 1], flattened to 784. A
 binary image is a Bernoulli draw from the grey levels:
 
 ```none
@@ -57,7 +59,10 @@ from tfdlgm import backend, validation
 if TYPE_CHECKING:  # Annotations only: TensorFlow is imported when a tf.data pipeline is built.
     import tensorflow as tf
 
-SPLITS = ("train", "validation", "test")
+# "train+validation": the training and validation rows together, for a final fit once every
+# choice has been made on the validation split (docs/architecture.md).
+SPLITS = ("train", "validation", "test", "train+validation")
+TRAINING_SPLITS = ("train", "train+validation")
 BINARIZATIONS = ("dynamic", "fixed", None)
 DEQUANTIZATIONS = ("dynamic", "fixed", None)
 ENV_VAR = "TFDLGM_MNIST"
@@ -275,8 +280,9 @@ def mnist(
     full Python iteration over it. Both draw their bits from `seed`, but not the same bits.
 
     Args:
-        split: str, one of `"train"` (50,000 images), `"validation"` (10,000) or `"test"`
-            (10,000). Defaults to `"train"`.
+        split: str, one of `"train"` (50,000 images), `"validation"` (10,000), `"test"`
+            (10,000) or `"train+validation"` (all 60,000 of MNIST's training images, the
+            training rows first). Defaults to `"train"`.
         binarize: str or None: `"dynamic"` (a new draw on every pass), `"fixed"` (one draw,
             `fixed_binarization(x, seed)`), or `None` (grey levels in [0, 1]). Defaults to
             `"dynamic"`.
@@ -284,7 +290,7 @@ def mnist(
         seed: int >= 0, seeds the binarisation and the shuffling. Defaults to `0`.
         path: str or path-like, the `mnist.npz` file. Defaults to `None` (see `find_mnist`).
         shuffle: bool or None, whether to shuffle on each pass. Defaults to `None`: True for
-            `"train"`, False otherwise.
+            `"train"` and `"train+validation"`, False otherwise.
         drop_remainder: bool, whether to drop a last batch smaller than `batch_size`.
             Defaults to `False`.
         as_numpy: bool, return `NumpyBatches` even where TensorFlow is available. Defaults to
@@ -308,7 +314,7 @@ def mnist(
     ```
     """
     return _split_dataset(
-        lambda: load_mnist_arrays(path)[split],
+        lambda: _split_rows(load_mnist_arrays(path), split),
         split,
         batch_size,
         seed,
@@ -419,8 +425,8 @@ def frey_faces(
     a `tf.data.Dataset` where TensorFlow can be imported, else a `NumpyBatches`.
 
     Args:
-        split: str, `"train"` (1,575 frames), `"validation"` (195) or `"test"` (195).
-            Defaults to `"train"`.
+        split: str, `"train"` (1,575 frames), `"validation"` (195), `"test"` (195) or
+            `"train+validation"` (1,770, the training frames first). Defaults to `"train"`.
         dequantize: str or None: `"dynamic"` (new `u` on every pass), `"fixed"` (one draw,
             `fixed_dequantization(k, seed)`; the protocol's test set, seed 0), or `None`
             (the bins' centres, `(k + 0.5) / 256`). Defaults to `"dynamic"`.
@@ -429,7 +435,7 @@ def frey_faces(
         path: str or path-like, the `frey_faces.npz` file. Defaults to `None` (see
             `find_frey_faces`).
         shuffle: bool or None, whether to shuffle on each pass. Defaults to `None`: True for
-            `"train"`, False otherwise.
+            `"train"` and `"train+validation"`, False otherwise.
         drop_remainder: bool, whether to drop a last batch smaller than `batch_size`.
             Defaults to `False`.
         as_numpy: bool, return `NumpyBatches` even where TensorFlow is available. Defaults to
@@ -452,7 +458,7 @@ def frey_faces(
     """
 
     def levels():
-        k = load_frey_faces_arrays(path)[split].astype(np.float32)
+        k = _split_rows(load_frey_faces_arrays(path), split).astype(np.float32)
         return k if dequantize is not None else (k + np.float32(0.5)) / np.float32(LEVELS)
 
     return _split_dataset(
@@ -470,7 +476,7 @@ def _split_dataset(
     validation.check_bool(shuffle, "shuffle", allow_none=True)
     validation.check_bool(as_numpy, "as_numpy")
     if shuffle is None:
-        shuffle = split == "train"
+        shuffle = split in TRAINING_SPLITS
     return _make_dataset(
         load(),
         binarize=binarize,
@@ -481,6 +487,14 @@ def _split_dataset(
         as_numpy=as_numpy,
         dequantize=dequantize,
     )
+
+
+def _split_rows(arrays, split):
+    """The rows of `split` among the arrays of `load_mnist_arrays` (or the Frey faces'):
+    `"train+validation"` is the training rows, then the validation rows."""
+    if split == "train+validation":
+        return np.concatenate([arrays["train"], arrays["validation"]])
+    return arrays[split]
 
 
 class NumpyBatches(keras.utils.PyDataset):

@@ -244,7 +244,7 @@ class _MetropolisWithinGibbs:
         trace = model.infer(v, 1, generator)
         self.latents = [layer.sample for layer in trace.latents]
         try:
-            _recognition_log_prob(model, trace, v, self.latents)
+            objectives.recognition_log_prob(model, trace, v, self.latents)
         except NotImplementedError as error:
             raise ValueError(
                 "method='metropolis_within_gibbs' scores the current latents under q(xi | v) "
@@ -261,7 +261,7 @@ class _MetropolisWithinGibbs:
     def step(self, model, v, data, observed, generator):
         trace = model.infer(v, 1, generator)  # xi' ~ q(xi | v)
         log_w_proposal = objectives.log_importance_weights(trace, v[None])  # [1, C * B]
-        log_q_current = _recognition_log_prob(model, trace, v, self.latents)
+        log_q_current = objectives.recognition_log_prob(model, trace, v, self.latents)
         log_w_current = self.log_likelihood + self.log_prior - log_q_current
         uniform = keras.random.uniform(ops.shape(log_w_current), seed=generator)
         accept = ops.log(uniform) < log_w_proposal - log_w_current  # [1, C * B]
@@ -289,14 +289,6 @@ def _complete(likelihood, data, observed, generator):
 def _log_prior(trace):
     """log p(xi) = sum_l log p(xi_l | xi_l+1) at the trace's samples, `[1, N]`."""
     return sum(layer.prior.log_prob(layer.sample) for layer in trace.latents)
-
-
-def _recognition_log_prob(model, trace, v, latents):
-    """log q(xi | v) at given latents, `[1, N]`, from the trace's posteriors at v when each
-    depends on v only (batch shape `[N]`), else from the model's `posterior_log_prob` hook."""
-    if all(len(layer.posterior.batch_shape) == 1 for layer in trace.latents):
-        return objectives.posterior_log_prob(trace, latents)
-    return model.posterior_log_prob(v, latents)
 
 
 # -- prediction: imputation with the future masked -------------------------------------------

@@ -124,20 +124,106 @@ class ELBO(Objective):
         return -(terms["reconstruction"] - kl_weight * sum(terms["kl"]))
 
 
-class ImportanceWeighted(Objective):
-    """Negative importance-weighted bound, `-L_k` with k = `num_samples` (Burda et al. eq. 8).
+# The gradient estimators of `ImportanceWeighted`.
+GRADIENTS = ("standard", "dreg")
 
-    Its gradient is the importance-weighted reparameterised estimator (Burda et al. eq. 13).
-    Defaults to k = 5.
+
+class ImportanceWeighted(Objective):
+    """Negative importance-weighted bound, `-L_k` with k = `num_samples` (Burda et al. eq. 8),
+    with one of two gradient estimators of it.
+
+    `gradient="standard"`: the importance-weighted reparameterised estimator (Burda et al.
+    eq. 13) for every weight. `gradient="dreg"`: the doubly reparameterised estimator (DReG;
+    Tucker, Lawson, Gu & Maddison 2019, sec. 3), which removes the score-function term of the
+    inference network's gradient by a second reparameterisation and keeps the expected gradient:
+
+    ```none
+    w_s = p(x, z_s) / q(z_s | x),  w~_s = w_s / sum_t w_t,  z_s = z(eps_s; phi)   (s = 1 .. k)
+    standard:  grad L_k = sum_s w~_s [d log w_s / d z_s  d z_s / d(theta, phi)
+                                      + grad_theta log p(x, z_s) - grad_phi log q_phi(z_s | x)]
+    DReG:      grad_theta L_k = sum_s w~_s   grad_theta log p(x, z_s)
+               grad_phi   L_k = sum_s w~_s^2 d log w_s / d z_s  d z_s / d phi     (Tucker eq. 5)
+    ```
+
+    where `d log w_s / d z_s` is taken with the weights of q held fixed (a stop-gradient on
+    the variational parameters inside log q): E[sum_s w~_s grad_phi log q_phi(z_s)] =
+    E[sum_s (w~_s - w~_s^2) d log w_s / d z_s d z_s / d phi] by the reparameterisation of z_s.
+    With the KL warm-up weight beta (`log w = log p(x | z) + beta log [p(z) / q(z)]`) the same
+    identity gives the path weight `w~_s (1 - beta + beta w~_s)`, which is w~_s^2 at beta = 1.
+
+    The surrogate scores the samples again at `z~_s`, equal to `z_s` in value but passing
+    `(1 - beta + beta w~_s)` times the gradient to `z_s`:
+
+    ```none
+    surrogate = sum_s sg(w~_s) [log p(x | z~_s) + beta log p(z~_s)
+                                - beta (log q(z~_s | x) - log q(sg(z_s) | x))]
+    ```
+
+    whose gradient for a weight psi is sum_s w~_s grad_psi log p(x, z_s) at fixed z plus the
+    path terms above (`sg` is stop-gradient; the two log q cancel but for the path through z):
+    the generative networks get the standard gradient, the inference network DReG's. A weight
+    in both (the ladder VAE's top-down networks, which give the priors and the posteriors'
+    merge) gets the sum, which is the same identity applied to it, so the estimator stays
+    unbiased for every weight. A hierarchical q (the ladder VAE's, or the two-layer IWAE's
+    q(z_2 | z_1)) is scored through `model.posterior_log_prob` at the given latents, so
+    `d log q / d z` includes q's dependence on the samples it is conditioned on. It costs a
+    second pass of the decoder over the k samples (about a third more per step). Batch
+    normalisation in training mode couples the samples of a batch through its statistics,
+    which the identity does not allow, so DReG refuses a model with `batch_norm=True`.
+
+    Args:
+        num_samples: int, k. Defaults to `5`.
+        gradient: `"standard"` or `"dreg"`. Defaults to `"standard"`.
     """
 
     name = "iwae"
 
-    def __init__(self, num_samples=5):
+    def __init__(self, num_samples=5, gradient="standard"):
         super().__init__(num_samples)
+        if gradient not in GRADIENTS:
+            raise ValueError(
+                f"`gradient` must be one of {GRADIENTS}. Received: gradient={gradient!r}"
+            )
+        self.gradient = gradient
 
     def loss(self, trace, x, terms, kl_weight, model=None, training=False):
-        return -log_mean_exp(log_importance_weights(trace, x, kl_weight), axis=0)
+        bound = log_mean_exp(log_importance_weights(trace, x, kl_weight), axis=0)  # [B]
+        if self.gradient == "standard":
+            return -bound
+        surrogate = self._doubly_reparameterised(trace, x, kl_weight, model, training)
+        return -(ops.stop_gradient(bound) + surrogate - ops.stop_gradient(surrogate))
+
+    def _doubly_reparameterised(self, trace, x, kl_weight, model, training):
+        """The DReG surrogate (class docstring), `[B]`; its value is not L_k."""
+        if getattr(model, "batch_norm", False):
+            raise ValueError(
+                "`gradient='dreg'` needs each importance weight to depend on its own sample "
+                f"only, and {type(model).__name__} with batch_norm=True couples the samples of "
+                "a batch through the normalisation's statistics. Use gradient='standard' or a "
+                "model with batch_norm=False."
+            )
+        log_w = ops.stop_gradient(log_importance_weights(trace, x, kl_weight))  # [S, B]
+        weights = ops.softmax(log_w, axis=0)  # w~, [S, B]
+        scale = ops.expand_dims(1.0 - kl_weight + kl_weight * weights, -1)  # [S, B, 1]
+        samples = [layer.sample for layer in trace.latents]
+        fixed = _stop_gradients(samples)
+        scaled = [z0 + scale * (z - z0) for z, z0 in zip(samples, fixed, strict=True)]
+        log_p = model.joint_log_prob(x, scaled, training=training) - (
+            1.0 - kl_weight
+        ) * model.prior_log_prob(scaled, training=training)
+        log_q = recognition_log_prob(model, trace, x, scaled, training) - recognition_log_prob(
+            model, trace, x, fixed, training
+        )
+        return ops.sum(weights * (log_p - kl_weight * log_q), axis=0)
+
+    def get_config(self):
+        """The config; `gradient` appears only where it is not the default `"standard"`, so
+        the config of a model on Burda et al.'s estimator is `{"name", "num_samples"}`."""
+        config = super().get_config()
+        return config if self.gradient == "standard" else {**config, "gradient": self.gradient}
+
+    def __repr__(self):
+        return f"ImportanceWeighted(num_samples={self.num_samples}, gradient={self.gradient!r})"
 
 
 def posterior_log_prob(trace, latents):
@@ -166,6 +252,15 @@ def posterior_log_prob(trace, latents):
             )
         total = total + layer.posterior.log_prob(z)
     return total
+
+
+def recognition_log_prob(model, trace, x, latents, training=False):
+    """log q(z | x) at given latents, `[..., B]`: from the trace's posteriors where each
+    depends on x only (batch shape `[B]`), else from the model's `posterior_log_prob`, which
+    conditions each layer on the given latents (a hierarchical or ladder q)."""
+    if all(len(layer.posterior.batch_shape) == 1 for layer in trace.latents):
+        return posterior_log_prob(trace, latents)
+    return model.posterior_log_prob(x, latents, training=training)
 
 
 def _stop_gradients(latents):

@@ -8,15 +8,18 @@ KERAS_BACKEND=jax python tools/train.py vae-mnist --re-evaluate
 ```
 
 A recipe is data: `zoo/<name>/recipe.json` holds the data set (`data`: "mnist", the default, or
-"frey_faces"), the model (registered class name and config), the optimizer, the batch size, the
-learning rate by epoch (`learning_rates`, `[[from_epoch, rate], ...]`, piecewise constant: the
-schedule the shipped preset followed), the KL warm-up, the epoch from which `fine_tune` trains
-on another objective (the importance-weighted bound, as Sønderby et al. 2016 fine-tune), the
-total `epochs`, and the texts and citation of the card. Since the rate and the objective are
-functions of the epoch alone, a run may be cut into pieces (`--epochs`, `--max-minutes`,
-`--resume`, `--continue`) and still follow the recipe: `tools/train.py NAME` with no flags
-reproduces the preset. A recipe with `"method": "em"` (factor analysis) is fitted by
-`FactorAnalysis.fit_em` in one go on the training split drawn once with seed 0.
+"frey_faces") and the split it trains on (`split`: "train", the default, or "train+validation",
+all 60,000 MNIST training images, for a final fit once every choice was made on the validation
+split; metadata.json and the card say which), the model (registered class name and config), the
+optimizer, the batch size, the learning rate by epoch (`learning_rates`, `[[from_epoch, rate],
+...]`, piecewise constant: the schedule the shipped preset followed), the KL warm-up, the epoch
+from which `fine_tune` trains on another objective (the importance-weighted bound, as Sønderby
+et al. 2016 fine-tune), the total `epochs`, and the texts and citation of the card. Since the
+rate and the objective are functions of the epoch alone, a run may be cut into pieces
+(`--epochs`, `--max-minutes`, `--resume`, `--continue`) and still follow the recipe:
+`tools/train.py NAME` with no flags reproduces the preset. A recipe with `"method": "em"`
+(factor analysis) is fitted by `FactorAnalysis.fit_em` in one go on the training split drawn
+once with seed 0.
 
 Training is `tfdlgm.training.train`: it logs to TensorBoard under `logs/<name>` and checkpoints
 every epoch into `checkpoints/<name>[-fine-tune]/` under `--workdir` (atomically; `state.json`
@@ -62,16 +65,29 @@ RECIPE_FILE = "recipe.json"
 # records of the examples the weights saw, and the texts of the card.
 DATASETS = {
     "mnist": {
-        "record": {
-            "dataset": "MNIST",
-            "split": "train",
-            "examples": 50_000,
-            "binarization": "dynamic",
-            "description": (
-                "50,000 MNIST training images (the first 50,000 of keras.datasets.mnist's "
-                "60,000; the last 10,000 are the validation set), dynamically binarised: each "
-                "pixel drawn anew each epoch as Bernoulli(intensity)"
-            ),
+        "records": {
+            "train": {
+                "dataset": "MNIST",
+                "split": "train",
+                "examples": 50_000,
+                "binarization": "dynamic",
+                "description": (
+                    "50,000 MNIST training images (the first 50,000 of keras.datasets.mnist's "
+                    "60,000; the last 10,000 are the validation set), dynamically binarised: "
+                    "each pixel drawn anew each epoch as Bernoulli(intensity)"
+                ),
+            },
+            "train+validation": {
+                "dataset": "MNIST",
+                "split": "train+validation",
+                "examples": 60_000,
+                "binarization": "dynamic",
+                "description": (
+                    "all 60,000 MNIST training images (keras.datasets.mnist's x_train: the "
+                    "training and the validation split), dynamically binarised: each pixel "
+                    "drawn anew each epoch as Bernoulli(intensity)"
+                ),
+            },
         },
         "loader": "mnist",
         "draw": 'binarize="dynamic"',
@@ -93,16 +109,31 @@ DATASETS = {
         ),
     },
     "frey_faces": {
-        "record": {
-            "dataset": "Frey faces",
-            "split": "train",
-            "examples": 1_575,
-            "dequantization": "dynamic",
-            "description": (
-                "1,575 Frey faces frames (28 x 20, 8-bit): all but blocks b % 10 in {4, 9} of "
-                "the 131 blocks of 15 consecutive frames, which are the validation and test "
-                "sets; uniformly dequantised, x = (k + u) / 256 with u drawn anew each epoch"
-            ),
+        "records": {
+            "train": {
+                "dataset": "Frey faces",
+                "split": "train",
+                "examples": 1_575,
+                "dequantization": "dynamic",
+                "description": (
+                    "1,575 Frey faces frames (28 x 20, 8-bit): all but blocks b % 10 in {4, 9} "
+                    "of the 131 blocks of 15 consecutive frames, which are the validation and "
+                    "test sets; uniformly dequantised, x = (k + u) / 256 with u drawn anew each "
+                    "epoch"
+                ),
+            },
+            "train+validation": {
+                "dataset": "Frey faces",
+                "split": "train+validation",
+                "examples": 1_770,
+                "dequantization": "dynamic",
+                "description": (
+                    "1,770 Frey faces frames (28 x 20, 8-bit): all but blocks b % 10 == 9 of the "
+                    "131 blocks of 15 consecutive frames, which are the test set (the training "
+                    "and the validation split); uniformly dequantised, x = (k + u) / 256 with u "
+                    "drawn anew each epoch"
+                ),
+            },
         },
         "loader": "frey_faces",
         "draw": 'dequantize="dynamic"',
@@ -227,6 +258,16 @@ def dataset_of(recipe: dict) -> str:
     return recipe.get("data", "mnist")
 
 
+def split_of(recipe: dict) -> str:
+    """The split a recipe trains on (`recipe["split"]`, default "train")."""
+    return recipe.get("split", "train")
+
+
+def data_record(recipe: dict) -> dict:
+    """What metadata.json records of the examples the recipe's weights saw."""
+    return DATASETS[dataset_of(recipe)]["records"][split_of(recipe)]
+
+
 def validation_diagnostics(recipe: dict, every: int):
     """`LatentDiagnostics` on the whole validation split, drawn once with seed 1 (the test
     set's protocol, another seed), every `every` epochs."""
@@ -237,7 +278,7 @@ def validation_diagnostics(recipe: dict, every: int):
 def training_data(recipe: dict):
     """The recipe's training split, drawn anew each epoch (seed 0)."""
     loader = getattr(tfdlgm.datasets, DATASETS[dataset_of(recipe)]["loader"])
-    return loader("train", batch_size=recipe["batch_size"], seed=0)
+    return loader(split_of(recipe), batch_size=recipe["batch_size"], seed=0)
 
 
 def checkpoint_dir(recipe, args, fine_tune: bool) -> pathlib.Path:
@@ -297,7 +338,7 @@ def fit_by_em(recipe):
     data = DATASETS[dataset_of(recipe)]
     loader = getattr(tfdlgm.datasets, data["loader"])
     batches = loader(
-        "train", batch_size=10_000, seed=0, shuffle=False, as_numpy=True, **data["fixed"]
+        split_of(recipe), batch_size=10_000, seed=0, shuffle=False, as_numpy=True, **data["fixed"]
     )
     x = np.concatenate(list(batches))
     model = build(recipe)
@@ -355,7 +396,7 @@ def write_preset(model, recipe, record, ll_examples, out):
         card_text=card_text(recipe, record, figures, _parameters(model)),
         name=recipe["name"],
         protocol=evaluation.protocol_text(figures["log_likelihood_examples"], dataset),
-        data=DATASETS[dataset]["record"],
+        data=data_record(recipe),
     )
     return figures
 
@@ -412,6 +453,13 @@ def card_text(recipe, record, figures, parameters) -> str:
     dataset = dataset_of(recipe)
     data = DATASETS[dataset]
     word = data["examples_word"]
+    seen = data_record(recipe)
+    held_out = (
+        f"The validation and test {word} were never trained on."
+        if split_of(recipe) == "train"
+        else f"The test {word} were never trained on; the validation {word} were, once every "
+        "choice of the recipe had been made on them."
+    )
     model = recipe["model"]
     class_name = model["class_name"].split(">")[-1]
     ll, examples = figures["log_likelihood_examples"], figures["examples"]
@@ -466,13 +514,12 @@ model.fit({loader}("train"), epochs=1)   # fine-tune with plain Keras
 
 ## Training data
 
-{data["record"]["description"]} (`{loader}("train", {data["draw"]}, \
-batch_size={recipe["batch_size"]}, seed=0)`). The validation and test {word} were never
-trained on.
+{seen["description"]} (`{loader}("{split_of(recipe)}", {data["draw"]}, \
+batch_size={recipe["batch_size"]}, seed=0)`). {held_out}
 
 ## Training procedure
 
-From a fresh clone, with {data["record"]["dataset"]} at `{data["env_var"]}` (or in Keras' \
+From a fresh clone, with {seen["dataset"]} at `{data["env_var"]}` (or in Keras' \
 cache):
 
 ```bash
@@ -573,6 +620,12 @@ def parse(argv=None):
         parser.error(f"--validate-every must be a positive epoch count, got {args.validate_every}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be positive, got {args.epochs}")
+    split = split_of(read_recipe(args.name))
+    if split not in tfdlgm.datasets.TRAINING_SPLITS:
+        parser.error(
+            f'{args.name}\'s recipe trains on "split": {split!r}; it must be one of '
+            f"{', '.join(tfdlgm.datasets.TRAINING_SPLITS)}"
+        )
     em = read_recipe(args.name).get("method") == "em"
     if em and (args.epochs or args.resume or args.continue_ or args.start or args.max_minutes):
         parser.error(

@@ -44,18 +44,18 @@ class LatentModel(keras.Model):
     - `decode(latents, training)` -> p(x | latents) as a TFP distribution;
     - `build(input_shape=None)` building every sublayer.
 
-    `generate` (ancestral sampling), `dream` and `joint_log_prob` follow from `sample_prior`
-    and `decode`.
+    `generate` (ancestral sampling), `dream` and `joint_log_prob` follow from `sample_prior`,
+    `prior_log_prob` and `decode`.
 
     Calling the model on a batch `x` `[B, D]` returns the per-example terms of its objective:
     a dict with `loss`, `elbo`, `reconstruction` and `kl_1 ... kl_L` (each `[B]`, in nats).
     `compile(optimizer=...)` needs no loss: the objective is a model argument.
 
     A model whose latent layers are independent N(0, I) a priori sets the class attribute
-    `standard_normal_prior = True`, which gives it `sample_prior`, `dream` and
-    `joint_log_prob` (used by the wake-sleep and score-function objectives). A model family
-    sets `short_name` (`"vae"`), the name `tfdlgm.models.get` and `tfdlgm train --model` know
-    it by.
+    `standard_normal_prior = True`, which gives it `sample_prior`, `prior_log_prob`, `dream`
+    and `joint_log_prob` (used by the wake-sleep, score-function and DReG objectives). A model
+    family sets `short_name` (`"vae"`), the name `tfdlgm.models.get` and `tfdlgm train
+    --model` know it by.
 
     Args:
         latent_dims: tuple of positive ints, the size of each stochastic layer, bottom first.
@@ -519,7 +519,7 @@ class LatentModel(keras.Model):
 
         The default for models whose latents are independent standard normals (those that set
         `standard_normal_prior = True`: VAE, DLGM, factor analysis); a model with a learned or
-        hierarchical prior overrides it and `joint_log_prob`.
+        hierarchical prior overrides it and `prior_log_prob`.
         """
         self._check_standard_normal_prior("sample_prior")
         return [
@@ -541,7 +541,7 @@ class LatentModel(keras.Model):
         return latents, likelihood.sample(seed=tfp_seed(seed_generator))
 
     def joint_log_prob(self, x, latents, training=False):
-        """log p(x, z) = log p(x | z) + sum_l log p(z_l) at given latents, p(z_l) = N(0, I).
+        """log p(x, z) = log p(x | z) + log p(z) at given latents (`prior_log_prob`).
 
         Args:
             x: `[B, D]`.
@@ -550,11 +550,24 @@ class LatentModel(keras.Model):
         Returns:
             `[..., B]`; gradients reach the generative weights (and the latents).
         """
-        self._check_standard_normal_prior("joint_log_prob")
-        log_prob = self.decode(_decoder_input(latents), training=training).log_prob(x)
-        for k, z in zip(self.latent_dims, latents, strict=True):
-            log_prob = log_prob + standard_normal(k, self.compute_dtype).log_prob(z)
-        return log_prob
+        log_likelihood = self.decode(_decoder_input(latents), training=training).log_prob(x)
+        return log_likelihood + self.prior_log_prob(latents, training=training)
+
+    def prior_log_prob(self, latents, training=False):
+        """log p(z) = sum_l log p(z_l) at given latents, p(z_l) = N(0, I); a model with a
+        learned or hierarchical prior overrides it.
+
+        Args:
+            latents: list of `[..., B, K_l]`, bottom first.
+
+        Returns:
+            `[..., B]`.
+        """
+        self._check_standard_normal_prior("prior_log_prob")
+        return sum(
+            standard_normal(k, self.compute_dtype).log_prob(z)
+            for k, z in zip(self.latent_dims, latents, strict=True)
+        )
 
     def posterior_log_prob(self, x, latents, training=False):
         """log q(z | x) = sum_l log q(z_l | x) at given latents (`objectives.posterior_log_prob`).
@@ -576,7 +589,7 @@ class LatentModel(keras.Model):
             raise NotImplementedError(
                 f"{type(self).__name__}.{method} is not defined: the default assumes every "
                 "latent layer has the prior N(0, I) (`standard_normal_prior = True`). Override "
-                "`sample_prior` and `joint_log_prob` for this model's prior."
+                "`sample_prior` and `prior_log_prob` for this model's prior."
             )
 
     @property

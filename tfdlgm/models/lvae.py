@@ -157,13 +157,13 @@ class LadderVAE(LatentModel):
             latents.insert(0, self._prior(i, latents[0]).sample(seed=tfp_seed(seed_generator)))
         return latents
 
-    def joint_log_prob(self, x, latents, training=False):
-        """log p(x | z_1) + sum_i log p(z_i | z_i+1) + log N(z_L; 0, I) at given latents."""
-        log_prob = self.decode(latents, training=training).log_prob(x)
+    def prior_log_prob(self, latents, training=False):
+        """sum_i log p(z_i | z_i+1) + log N(z_L; 0, I) at given latents."""
         upper = list(latents[1:]) + [None]
-        for i, (z, z_above) in enumerate(zip(latents, upper)):
-            log_prob = log_prob + self._prior(i, z_above, training).log_prob(z)
-        return log_prob
+        return sum(
+            self._prior(i, z_above, training).log_prob(z)
+            for i, (z, z_above) in enumerate(zip(latents, upper))
+        )
 
     def posterior_log_prob(self, x, latents, training=False):
         """sum_i log q(z_i | .) at given latents: the ladder merges the bottom-up Gaussians
