@@ -110,7 +110,11 @@ def _traced(fn, x):
         return tf.function(fn)(x)
     import jax
 
-    return jax.jit(fn)(x)
+    def stateless(t):  # the random stream's update stays inside the trace
+        with keras.StatelessScope():
+            return fn(t)
+
+    return jax.jit(stateless)(x)
 
 
 def test_the_data_check_takes_symbolic_tensors():
