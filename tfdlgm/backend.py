@@ -131,6 +131,76 @@ def tfp_seed(seed_generator):
     return seed
 
 
+class SeedStream(keras.random.SeedGenerator):
+    """The seeds `keras.random.SeedGenerator(seed)` draws, `[seed, 0], [seed, 1], ...`, from a
+    `seed` that may be a tensor, and with no state variable.
+
+    A traced function (an exported endpoint) takes the seed as an input and draws what the
+    model's own methods draw for that seed: they start the model's stream at
+    `SeedGenerator(seed)`'s state `[seed, 0]` (`LatentModel._seeded`), and each draw adds
+    `[0, 1]`. The draws are counted as the function is traced.
+    """
+
+    def __init__(self, seed):  # no SeedGenerator.__init__: it would create the variable
+        self._seed = seed
+        self._draws = 0
+
+    def next(self, ordered=True):
+        from keras.src.backend import random_seed_dtype
+
+        dtype = random_seed_dtype()
+        seed = ops.stack([ops.cast(self._seed, dtype), ops.cast(self._draws, dtype)])
+        self._draws += 1
+        return seed
+
+
+def is_traced(x):
+    """Whether `x` is a symbolic tensor: a Keras input, a `tf.function`'s graph tensor or a
+    JAX tracer, whose values are not known yet."""
+    if keras.backend.is_keras_tensor(x):
+        return True
+    if name == "tensorflow":
+        return _tf.is_symbolic_tensor(x)
+    import jax
+
+    return isinstance(x, jax.core.Tracer)
+
+
+def check_export_supported():
+    """Raises `ValueError` where this backend cannot write `LatentModel.export`'s SavedModel.
+
+    Under JAX Keras converts an endpoint with `jax2tf` and a symbolic batch dimension, which
+    TensorFlow Probability's JAX substrate does not take (its shapes must be integers). The
+    weights are the same on every backend: load the model under TensorFlow to export it.
+    """
+    if name != "tensorflow":
+        raise ValueError(
+            "`export` needs the TensorFlow backend: under JAX, Keras converts the endpoints "
+            "with jax2tf and a symbolic batch size, which TensorFlow Probability's JAX "
+            "substrate cannot take. The weights are the same on every backend: save the "
+            "model (`model.save('m.keras')`), then load and export it with "
+            "KERAS_BACKEND=tensorflow (`tfdlgm --backend tensorflow export m.keras DIR`). "
+            "Received: "
+            f"KERAS_BACKEND={name!r}"
+        )
+
+
+def add_export_endpoint(archive, endpoint, fn, signature, jit_compile):
+    """Adds `fn` to `archive` (a `keras.export.ExportArchive`) as the `tf.function` endpoint
+    `endpoint` (TensorFlow only: `check_export_supported`).
+
+    Args:
+        signature: list of `(name, shape, dtype)`, one per argument of `fn`.
+        jit_compile: bool, compile the endpoint with XLA, as the Python method it serves is
+            (`compile_model_function`): TensorFlow's stateless random ops draw other numbers
+            with XLA than without.
+    """
+    specs = [_tf.TensorSpec(shape, dtype, name=arg) for arg, shape, dtype in signature]
+    function = _tf.function(fn, input_signature=specs, jit_compile=jit_compile, autograph=False)
+    function.get_concrete_function()  # traced now: Keras' archive takes a called function
+    archive.add_endpoint(endpoint, function)
+
+
 def _replica_context():
     """The `tf.distribute` replica context when several replicas run this code, else None.
 

@@ -8,6 +8,7 @@ tfdlgm train --model vae --latent-dims 50 --hidden 200,200 --epochs 10 \\
 tfdlgm eval vae.keras --k 5000 --examples 1000   # the protocol table on the test split
 tfdlgm sample vae-mnist -n 64 -o samples.png
 tfdlgm impute vae.keras --mask bottom-half -o completed.png
+tfdlgm export vae-mnist served                   # a TensorFlow SavedModel (LatentModel.export)
 tfdlgm --backend jax train ...                   # any verb under JAX
 ```
 
@@ -263,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("-o", "--output", type=_png_file, required=True, help="the PNG file")
     impute.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
     impute.set_defaults(command="impute", run=_impute)
+
+    export = verbs.add_parser(
+        "export",
+        help="a TensorFlow SavedModel for serving",
+        description="Writes a TensorFlow SavedModel with the endpoints log_likelihood, elbo, "
+        "sample, reconstruct and encode (LatentModel.export); needs the TensorFlow backend.",
+    )
+    _add_model_argument(export)
+    export.add_argument("folder", metavar="DIR", help="the SavedModel's folder")
+    export.add_argument(
+        "--k", type=_positive_int, default=5000, help="samples of log_likelihood; default: 5000"
+    )
+    export.set_defaults(command="export", run=_export)
 
     bench = verbs.add_parser(
         "bench", help="run the benchmark suite", description="Runs benchmarks/run.py."
@@ -530,6 +544,13 @@ def _sample(args):
     x = model.sample(args.n, seed=args.seed, mean=not args.draws)
     images.save_grid(x, args.output, image_shape=shape)
     print(f"{args.n} samples written to {args.output}")
+
+
+def _export(args):
+    _check_output(args.folder, "DIR", folder=True)
+    model = _load_model(args.model)
+    model.export(args.folder, num_samples=args.k, verbose=False)
+    print(f"SavedModel written to {args.folder} (log_likelihood with k = {args.k})")
 
 
 def _impute(args):

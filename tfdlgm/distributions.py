@@ -6,6 +6,13 @@ its own projection (a `Dense`) and returns a real `tfd` distribution with `log_p
 (Rezende et al. 2014, eq. 6-9; Kingma & Welling 2014, sec. 2.4): `xi = mu + R eps`,
 `eps ~ N(0, I)`, so gradients flow through `mu` and `R`.
 
+Under a mixed-precision policy (`keras.mixed_precision.set_global_policy("mixed_float16")`
+or `"mixed_bfloat16"`) the projections compute in the policy's low precision, but every
+distribution is built in the layer's variable dtype (float32): its parameters are cast up
+before the `tfd` object is made, so log-densities, KL terms and the bounds built on them are
+float32. In float16 a log-density of -100 nats is only resolved to 0.06 nats, and the bounds
+sum hundreds of such terms.
+
 Layers:
     `DiagonalGaussian`: q(z | h) = N(mu(h), diag sigma^2(h)).
     `RankOneGaussian`: q(z | h) = N(mu(h), C(h)) with precision C^-1 = D + u u^T
@@ -214,6 +221,9 @@ class _DistributionLayer(keras.layers.Layer):
         if not isinstance(units, int) or isinstance(units, bool) or units < 1:
             raise ValueError(f"`units` must be a positive int. Received: units={units!r}")
         self.units = units
+        # Inputs and own variables stay in the variable dtype; the `Dense` projections cast
+        # their inputs to the policy's compute dtype themselves (`_project`).
+        self.autocast = False
 
     def _dense(self, name, input_shape, units=None, kernel_initializer="glorot_uniform"):
         layer = Dense(
@@ -224,6 +234,11 @@ class _DistributionLayer(keras.layers.Layer):
         )
         layer.build(input_shape)
         return layer
+
+    def _project(self, dense, inputs):
+        """`dense(inputs)` in the variable dtype: a distribution's parameter (float32 under a
+        mixed-precision policy, whose `Dense` computes in float16 or bfloat16)."""
+        return ops.cast(dense(inputs), self.variable_dtype)
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -258,7 +273,8 @@ class DiagonalGaussian(_DistributionLayer):
 
     def call(self, inputs):
         return diagonal_normal(
-            self.loc(inputs), _softplus_scale(self.raw_scale(inputs), self.min_scale)
+            self._project(self.loc, inputs),
+            _softplus_scale(self._project(self.raw_scale, inputs), self.min_scale),
         )
 
     def get_config(self):
@@ -308,9 +324,11 @@ class RankOneGaussian(_DistributionLayer):
 
     def call(self, inputs):
         return RankOnePrecisionNormal(
-            loc=self.loc(inputs),
-            precision_diag=_softplus_scale(self.raw_precision_diag(inputs), self.min_precision),
-            precision_factor=self.precision_factor(inputs),
+            loc=self._project(self.loc, inputs),
+            precision_diag=_softplus_scale(
+                self._project(self.raw_precision_diag, inputs), self.min_precision
+            ),
+            precision_factor=self._project(self.precision_factor, inputs),
         )
 
     def get_config(self):
@@ -336,7 +354,7 @@ class BernoulliObservation(_DistributionLayer):
 
     def call(self, inputs):
         return tfd.Independent(
-            LogitBernoulli(logits=self.logits(inputs), dtype=self.compute_dtype),
+            LogitBernoulli(logits=self._project(self.logits, inputs), dtype=self.variable_dtype),
             reinterpreted_batch_ndims=1,
         )
 
@@ -396,11 +414,14 @@ class GaussianObservation(_DistributionLayer):
 
     def feature_scale(self, inputs=None):
         """sigma: `[units]` for per-feature scale, `[..., units]` given `inputs` otherwise."""
-        raw = self.raw_scale(inputs) if self.scale == "per_example" else self.raw_scale
+        if self.scale == "per_example":
+            raw = self._project(self.raw_scale, inputs)
+        else:
+            raw = ops.convert_to_tensor(self.raw_scale)
         return _softplus_scale(raw, self.min_scale)
 
     def call(self, inputs):
-        return diagonal_normal(self.loc(inputs), self.feature_scale(inputs))
+        return diagonal_normal(self._project(self.loc, inputs), self.feature_scale(inputs))
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "min_scale": self.min_scale}

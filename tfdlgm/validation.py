@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfdlgm.backend import is_traced
 from tfdlgm.distributions import SUPPORT_BINARY
 
 
@@ -103,10 +104,15 @@ def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False)
     Returns:
         `np.ndarray` of `dtype`, shape `[batch, data_dim]`.
 
+    A symbolic tensor (inside `tf.function`, `jax.jit` or an exported endpoint) has no values
+    yet: its dtype, rank and feature size are checked, and it is returned cast to `dtype`.
+
     Raises:
         ValueError: on a non-float dtype, a wrong rank or feature size, an empty batch,
             NaN or inf, or values outside the support.
     """
+    if is_traced(x):
+        return _check_traced_data(x, data_dim, dtype, name)
     array = to_numpy(x, name)
     if not np.issubdtype(array.dtype, np.floating):
         hint = " (for images: x.astype('float32') / 255)" if array.dtype == np.uint8 else ""
@@ -138,6 +144,51 @@ def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False)
                 "use likelihood='gaussian'."
             )
     return array.astype(dtype, copy=False)
+
+
+def _check_traced_data(x, data_dim, dtype, name):
+    """`check_data` for a symbolic tensor: what its static shape and dtype tell."""
+    x_dtype = keras.backend.standardize_dtype(x.dtype)
+    if not x_dtype.startswith(("float", "bfloat")):
+        raise ValueError(f"`{name}` must have a floating dtype. Received: dtype={x_dtype}")
+    shape = tuple(x.shape)
+    if len(shape) != 2 or shape[1] not in (None, data_dim):
+        raise ValueError(
+            f"`{name}` must have shape [batch, {data_dim}] (flatten images first). "
+            f"Received: shape={shape}"
+        )
+    return ops.cast(x, dtype)
+
+
+def check_sample_weight(weights, x, name="sample_weight"):
+    """Validates per-example weights of the array data `x` (`fit(x, sample_weight=...)`).
+
+    Returns:
+        `np.ndarray` float32 `[N]`, `N = len(x)`.
+
+    Raises:
+        ValueError: where `x` is a dataset (weights go with array data), on a shape other
+            than `[N]`, or on a NaN, infinite or negative weight.
+    """
+    if is_dataset(x):
+        raise ValueError(
+            f"`{name}` must be None when the data is a dataset: weights go with array data. "
+            f"Received: {name} of type {type(weights).__name__} with a {type(x).__name__}"
+        )
+    array = to_numpy(weights, name)
+    if array.shape != (len(x),) or not np.issubdtype(array.dtype, np.number):
+        raise ValueError(
+            f"`{name}` must hold one number per example, shape ({len(x)},). "
+            f"Received: shape={array.shape}, dtype={array.dtype}"
+        )
+    bad = ~np.isfinite(array) | (array < 0)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(
+            f"`{name}` must be finite and non-negative (it weights each example's loss). "
+            f"Received: {float(array[index])} at index {index}"
+        )
+    return array.astype("float32", copy=False)
 
 
 def check_missing_data(x, mask, data_dim, support, dtype="float32"):

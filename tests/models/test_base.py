@@ -1,4 +1,5 @@
-"""`LatentModel` and Keras' own arguments: `compile`'s loss and metrics, `sample_weight`."""
+"""`LatentModel` and Keras' own arguments: `compile`'s loss and metrics, targets, class and
+sample weights, validation data, and the data checks of every Keras entry point."""
 
 import hypothesis
 import keras
@@ -74,6 +75,96 @@ def test_fit_and_evaluate_use_sample_weight():
     model.fit(x, sample_weight=np.ones(8, "float32"), batch_size=4, epochs=1, verbose=0)
     moved = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     assert any(not np.array_equal(old, new) for old, new in zip(after, moved, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("y", lambda m, x: m.fit(x, x, verbose=0)),
+        ("y", lambda m, x: m.fit(x, y=np.zeros(len(x)), verbose=0)),
+        ("y", lambda m, x: m.evaluate(x, x, verbose=0)),
+        ("y", lambda m, x: m.train_on_batch(x, x)),
+        ("y", lambda m, x: m.test_on_batch(x, x)),
+        ("class_weight", lambda m, x: m.fit(x, class_weight={0: 1.0, 1: 2.0}, verbose=0)),
+    ],
+)
+def test_targets_and_class_weights_are_refused(name, call):
+    model = tiny_vae()
+    model.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=rf"`{name}` must be None for VAE: .*Received: {name}"):
+        call(model, binary(8))
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (np.ones((8, 12)), r"one number per example, shape \(8,\). Received: shape=\(8, 12\)"),
+        (np.ones(5), r"one number per example, shape \(8,\). Received: shape=\(5,\)"),
+        (np.r_[np.ones(7), np.nan], r"finite and non-negative .* nan at index 7"),
+        (np.r_[np.ones(7), -1.0], r"finite and non-negative .* -1.0 at index 7"),
+    ],
+)
+def test_bad_sample_weights_are_refused(weights, message):
+    model = tiny_vae()
+    model.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=rf"`sample_weight` must .*{message}"):
+        model.fit(binary(8), sample_weight=weights, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_data's sample_weight` must"):
+        model.fit(binary(8), validation_data=(binary(8), None, weights), verbose=0)
+
+
+def test_validation_data_takes_weights_and_no_targets():
+    model = tiny_vae()
+    model.compile(optimizer="adam")
+    x = binary(8)
+    history = model.fit(x, validation_data=(x, None, np.zeros(8)), epochs=1, verbose=0).history
+    assert history["val_loss"] == [0.0] and history["val_elbo"][0] < 0  # weighted loss only
+    history = model.fit(x, sample_weight=np.zeros(8), validation_split=0.25, verbose=0).history
+    assert history["val_loss"] == [0.0]
+    with pytest.raises(ValueError, match=r"`validation_data` must be `x_val`.* takes no targets"):
+        model.fit(x, validation_data=(x, x), verbose=0)
+    with pytest.raises(ValueError, match=r"`sample_weight` must be None when the data is a"):
+        model.fit(_datasets(x)["PyDataset"], sample_weight=np.ones(8), verbose=0)
+
+
+def test_keras_arguments_work():
+    model = tiny_vae()
+    model.compile(optimizer="adam", run_eagerly=True, steps_per_execution=2)
+    x = binary(16)
+    history = model.fit(
+        x,
+        None,
+        4,  # batch_size, positionally
+        epochs=3,
+        initial_epoch=1,
+        steps_per_epoch=2,
+        validation_split=0.25,
+        validation_batch_size=2,
+        validation_freq=2,
+        verbose=0,
+    ).history
+    assert len(history["loss"]) == 2 and len(history["val_loss"]) == 1
+    assert set(model.evaluate(x, batch_size=4, steps=1, verbose=0, return_dict=True)) == {
+        "loss",
+        "elbo",
+        "reconstruction",
+        "kl_1",
+    }
+    outputs = model.predict(x, batch_size=4, verbose=0)  # what `call` returns, per example
+    assert {k: v.shape for k, v in outputs.items()} == {
+        k: (16,) for k in ("loss", "elbo", "reconstruction", "kl_1")
+    }
+    np.testing.assert_allclose(outputs["elbo"], -outputs["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "method", ["predict", "predict_on_batch", "train_on_batch", "test_on_batch"]
+)
+def test_the_other_keras_entry_points_check_the_data(method):
+    model = tiny_vae()
+    model.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"`x` must hold binary values"):
+        getattr(model, method)(binary(4) + 0.5)
 
 
 # -- data on the way into fit and evaluate ------------------------------------------------

@@ -7,6 +7,7 @@ log-likelihood estimate), sampling, reconstruction and (de)serialisation.
 """
 
 import contextlib
+import inspect
 import math
 
 import keras
@@ -16,7 +17,10 @@ from keras import ops
 from tfdlgm import impute as imputation
 from tfdlgm import objectives, validation
 from tfdlgm.backend import (
+    SeedStream,
     StreamingLogMeanExp,
+    add_export_endpoint,
+    check_export_supported,
     compile_model_function,
     global_mean,
     multi_worker_logs,
@@ -80,6 +84,10 @@ class LatentModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # The data and the model's own variables (the KL weight) stay in the variable dtype
+        # under a mixed-precision policy: the networks cast their inputs to the compute dtype
+        # themselves, and the densities and bounds are computed in float32 (`distributions`).
+        self.autocast = False
         latent_dims = validation.check_sizes(latent_dims, "latent_dims")
         if likelihood not in OBSERVATIONS:
             raise ValueError(
@@ -209,45 +217,108 @@ class LatentModel(keras.Model):
         with `tfdlgm.callbacks.NonFiniteLossError` (`NonFiniteLossGuard`, added first unless
         `callbacks` holds one). Datasets (`tf.data`, `PyDataset` such as
         `tfdlgm.datasets.mnist`) shuffle themselves, so `shuffle` defaults to `False` for them
-        and `True` for arrays. `sample_weight` (`[N]`, with array data) weights each example's
-        objective (`compute_loss`).
+        and `True` for arrays.
+
+        Every other argument is Keras' and works as there (`batch_size`, `epochs`,
+        `validation_split`, `validation_data`, `initial_epoch`, `steps_per_epoch`, ...), but
+        for the two the model has no use for, refused with a `ValueError`: `y` (the model is
+        unsupervised: its objective reads `x` alone) and `class_weight` (there are no
+        classes). `sample_weight` (`[N]`, finite and non-negative, with array data) weights
+        each example's objective (`compute_loss`); `validation_data` is `x_val`, `(x_val,)`
+        or `(x_val, None, sample_weight_val)`.
         """
         from tfdlgm.callbacks import NonFiniteLossGuard  # callbacks builds on this module
 
-        if not isinstance(x, np.ndarray):
-            kwargs.setdefault("shuffle", False)
-        callbacks = list(kwargs.get("callbacks") or [])
+        arguments = self._keras_arguments(super().fit, x, args, kwargs)
+        if not isinstance(x, np.ndarray) and "shuffle" not in arguments.arguments:
+            arguments.arguments["shuffle"] = False
+        callbacks = list(arguments.arguments.get("callbacks") or [])
         if not any(isinstance(c, NonFiniteLossGuard) for c in callbacks):
-            kwargs["callbacks"] = [NonFiniteLossGuard(), *callbacks]
-        data = self._keras_data(x, args, kwargs)
+            arguments.arguments["callbacks"] = [NonFiniteLossGuard(), *callbacks]
         with validation.bad_batches_as_value_errors(), variables_kept_on_failure(self):
-            return super().fit(*data, **kwargs)
+            return super().fit(*arguments.args, **arguments.kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
         """`keras.Model.evaluate`: loss, ELBO, reconstruction and KL per layer (nats), the data
-        validated as in `fit`.
+        and arguments checked as in `fit`.
 
         With `sample_weight` the loss is the weighted one (`compute_loss`).
         """
-        data = self._keras_data(x, args, kwargs)
+        if kwargs.get("_use_cached_eval_dataset"):  # `fit`'s validation, data checked there
+            return super().evaluate(x, *args, **kwargs)
+        arguments = self._keras_arguments(super().evaluate, x, args, kwargs)
         with validation.bad_batches_as_value_errors(), variables_kept_on_failure(self):
-            return super().evaluate(*data, **kwargs)
+            return super().evaluate(*arguments.args, **arguments.kwargs)
 
-    def _keras_data(self, x, args, kwargs):
-        """`(x, *args)` for Keras, the data validated. Keras' array adapter drops
-        `sample_weight` when there is no `y`, so `x` then stands in for the targets (which the
-        model does not use)."""
-        x = self._checked(x)
-        if kwargs.get("sample_weight") is not None and not args and kwargs.get("y") is None:
-            kwargs["y"] = x
-        if kwargs.get("validation_data") is not None:
-            kwargs["validation_data"] = self._checked(kwargs["validation_data"], "validation_data")
-        return (x, *args)
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`: what `call` returns (`loss`, `elbo`, `reconstruction`,
+        `kl_1 ...`, each `[N]`, nats), the data checked as in `fit`."""
+        arguments = self._keras_arguments(super().predict, x, args, kwargs)
+        with validation.bad_batches_as_value_errors(), variables_kept_on_failure(self):
+            return super().predict(*arguments.args, **arguments.kwargs)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        """`keras.Model.train_on_batch`, the batch and arguments checked as in `fit`."""
+        arguments = self._keras_arguments(super().train_on_batch, x, args, kwargs)
+        return super().train_on_batch(*arguments.args, **arguments.kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        """`keras.Model.test_on_batch`, the batch and arguments checked as in `fit`."""
+        arguments = self._keras_arguments(super().test_on_batch, x, args, kwargs)
+        return super().test_on_batch(*arguments.args, **arguments.kwargs)
+
+    def predict_on_batch(self, x):
+        """`keras.Model.predict_on_batch`, the batch checked as in `fit`."""
+        return super().predict_on_batch(self._check_x(x))
+
+    def _keras_arguments(self, keras_method, x, args, kwargs):
+        """The arguments of Keras' `keras_method` (`fit`, `evaluate`, ...) bound by name, with
+        the data validated and what the model has no use for refused.
+
+        Keras' array adapter drops `sample_weight` when there is no `y`, so `x` then stands in
+        for the targets (which the model does not read).
+        """
+        arguments = inspect.signature(keras_method).bind(x, *args, **kwargs)
+        values = arguments.arguments
+        for name, reason in (
+            ("y", "the model is unsupervised: its objective reads `x` alone"),
+            ("class_weight", "there are no classes; `sample_weight` weights examples"),
+        ):
+            if values.get(name) is not None:
+                raise ValueError(
+                    f"`{name}` must be None for {type(self).__name__}: {reason}. "
+                    f"Received: {name} of type {type(values[name]).__name__}"
+                )
+        values["x"] = self._checked(x)
+        if values.get("sample_weight") is not None:
+            values["sample_weight"] = validation.check_sample_weight(
+                values["sample_weight"], values["x"]
+            )
+            values["y"] = values["x"]
+        if values.get("validation_data") is not None:
+            values["validation_data"] = self._checked_validation_data(values["validation_data"])
+        return arguments
+
+    def _checked_validation_data(self, data):
+        """`validation_data` as Keras reads it: `x_val`, `(x_val,)`, `(x_val, None)` or
+        `(x_val, None, sample_weight_val)`, checked as `fit`'s `x` and `sample_weight`."""
+        if not isinstance(data, tuple):
+            return self._checked(data, "validation_data")
+        if not 1 <= len(data) <= 3 or (len(data) > 1 and data[1] is not None):
+            raise ValueError(
+                "`validation_data` must be `x_val`, `(x_val,)` or `(x_val, None, "
+                f"sample_weight_val)`: {type(self).__name__} is unsupervised and takes no "
+                f"targets. Received: a tuple of {len(data)} items"
+                + ("" if len(data) < 2 else f", the second of type {type(data[1]).__name__}")
+            )
+        x = self._checked(data[0], "validation_data")
+        if len(data) < 3 or data[2] is None:
+            return (x,)
+        weights = validation.check_sample_weight(data[2], x, "validation_data's sample_weight")
+        return (x, x, weights)
 
     def _checked(self, data, name="x"):
         """Arrays and tensors validated now; datasets validated batch by batch as read."""
-        if isinstance(data, tuple) and name == "validation_data":
-            return (self._checked(data[0], name), *data[1:])
         if not validation.is_dataset(data):
             return self._check_x(data, name)
 
@@ -328,7 +399,7 @@ class LatentModel(keras.Model):
         batch_size = validation.check_positive_int(batch_size, "batch_size")
         progress = Progress(len(x), verbose, unit_name="example")
         log_weights = self._compiled("log_weights", self._log_weights_batch, batch_axis=1)
-        chunk = max(1, min(num_samples, _ROWS_PER_CHUNK // batch_size))
+        chunk = _samples_per_chunk(num_samples, batch_size)
         out, done = [], 0
         with self._seeded(seed):
             for batch in _batches(x, batch_size):
@@ -395,8 +466,10 @@ class LatentModel(keras.Model):
         For layers whose posterior depends on samples of other layers, the distribution is
         the one of a single sample. Returns a list of TFP distributions, batch shape `[B]`.
         """
-        x = self._check_x(x)
-        trace = self.infer(x, 1, self._seed_generator(seed))
+        return self._posteriors(self._check_x(x), self._seed_generator(seed))
+
+    def _posteriors(self, x, seed_generator):
+        trace = self.infer(x, 1, seed_generator)
         return [
             layer.posterior[0] if len(layer.posterior.batch_shape) == 2 else layer.posterior
             for layer in trace.latents
@@ -429,9 +502,12 @@ class LatentModel(keras.Model):
 
     def reconstruct(self, x, seed=None):
         """E[x | z] with z ~ q(z | x): the model's reconstruction of x, `[batch, data_dim]`."""
-        x = self._check_x(x)
-        trace = self.infer(x, 1, self._seed_generator(seed))
-        return ops.convert_to_numpy(trace.likelihood.mean()[0])
+        return ops.convert_to_numpy(
+            self._reconstruction(self._check_x(x), self._seed_generator(seed))
+        )
+
+    def _reconstruction(self, x, seed_generator):
+        return self.infer(x, 1, seed_generator).likelihood.mean()[0]
 
     def active_units(self, x, threshold=0.01, num_samples=10, batch_size=1000, seed=None):
         """Active latent units per layer (Burda et al. 2015, sec. 5.2).
@@ -512,6 +588,124 @@ class LatentModel(keras.Model):
             verbose=verbose,
         )
 
+    # -- serving ---------------------------------------------------------------------------
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=None,
+        input_signature=None,
+        num_samples=5000,
+        **kwargs,
+    ):
+        """Writes a TensorFlow SavedModel that serves the model where tfdlgm is not installed.
+
+        `tf.saved_model.load(filepath)` gives five endpoints. Each takes a `seed` (an int32
+        scalar >= 0) and returns the numbers of the Python method for that seed; `x` is
+        float32 `[batch, data_dim]` in the likelihood's support (not checked when served):
+
+        ```none
+        log_likelihood(x, seed)     [batch]   model.log_likelihood(x, num_samples, seed=seed)
+        elbo(x, seed)               [batch]   model.elbo(x, seed=seed)           (one sample)
+        sample(num_examples, seed)  {"samples", "means"}, [num_examples, data_dim] each:
+                                              model.sample(num_examples, seed=seed) and
+                                              model.sample(num_examples, seed=seed, mean=True)
+        reconstruct(x, seed)        [batch, data_dim]   model.reconstruct(x, seed=seed)
+        encode(x, seed)             {"mean_1", "stddev_1", ..., "mean_L", "stddev_L"}: the
+                                    mean and marginal standard deviations of each q(z_l | .)
+                                    of model.encode(x, seed=seed), `[batch, K_l]`
+        ```
+
+        An endpoint evaluates its `x` in one pass: `log_likelihood` equals the Python
+        method's numbers for batches of up to 100 examples (the method's `batch_size`, whose
+        samples it draws in the same chunks); send larger data in batches of 100 (a larger
+        batch gives an estimate of the same quantity from other draws, in more memory).
+
+        It needs the TensorFlow backend: under JAX it raises a `ValueError` saying why
+        (`backend.check_export_supported`); the weights are the same on every backend, so a
+        model saved under JAX is exported by loading it under TensorFlow (`tfdlgm export`).
+
+        Args:
+            filepath: str or path, the SavedModel's folder.
+            format: `"tf_saved_model"`, the one format whose endpoints can carry these
+                computations. Defaults to `"tf_saved_model"`.
+            verbose: bool, print the endpoints. Defaults to Keras' (`True`).
+            input_signature: must be None: the signatures are the ones above.
+            num_samples: int, k of `log_likelihood`. Defaults to `5000` (Burda et al.).
+
+        Example:
+
+        ```python
+        model.export("served")
+        served = tf.saved_model.load("served")    # any TensorFlow process
+        served.log_likelihood(x, seed=0)           # == model.log_likelihood(x, seed=0)
+        ```
+        """
+        from keras.export import ExportArchive
+
+        if format != "tf_saved_model" or input_signature is not None or kwargs:
+            raise ValueError(
+                f"{type(self).__name__}.export writes a TensorFlow SavedModel with the "
+                "endpoints log_likelihood, elbo, sample, reconstruct and encode, whose "
+                "signatures are fixed: `format` must be 'tf_saved_model' and "
+                "`input_signature` None, and it takes no other option than `num_samples`. "
+                f"Received: format={format!r}, input_signature={input_signature!r}, "
+                f"other options {sorted(kwargs)}"
+            )
+        num_samples = validation.check_positive_int(num_samples, "num_samples")
+        check_export_supported()
+        archive = ExportArchive()
+        archive.track(self)
+        for name, (fn, signature, jit_compile) in self._serving_endpoints(num_samples).items():
+            add_export_endpoint(archive, name, fn, signature, jit_compile)
+        archive.write_out(filepath, verbose=True if verbose is None else verbose)
+
+    def _serving_endpoints(self, num_samples):
+        """`{name: (fn, signature, jit_compile)}`: the functions `export` serves, their
+        arguments as `(name, shape, dtype)`, each compiled by XLA where the Python method it
+        serves is (`backend.add_export_endpoint`)."""
+        x = ("x", (None, self.data_dim), "float32")
+        seed = ("seed", (), "int32")
+        num_examples = ("num_examples", (), "int32")
+        batch_size = inspect.signature(self.log_likelihood).parameters["batch_size"].default
+        chunk = _samples_per_chunk(num_samples, batch_size)
+
+        def log_likelihood(x, seed):
+            x, stream = self._check_x(x), SeedStream(seed)
+            accumulator = StreamingLogMeanExp()
+            for start in range(0, num_samples, chunk):
+                trace = self.infer(x, min(chunk, num_samples - start), stream)
+                accumulator.update(objectives.log_importance_weights(trace, x))
+            return accumulator.result()
+
+        def elbo(x, seed):
+            x = self._check_x(x)
+            return objectives.elbo_terms(self.infer(x, 1, SeedStream(seed)), x)["elbo"]
+
+        def sample(num_examples, seed):
+            stream = SeedStream(seed)
+            likelihood = self.generate(num_examples, stream)
+            return {"samples": likelihood.sample(seed=tfp_seed(stream)), "means": likelihood.mean()}
+
+        def reconstruct(x, seed):
+            return self._reconstruction(self._check_x(x), SeedStream(seed))
+
+        def encode(x, seed):
+            posteriors = self._posteriors(self._check_x(x), SeedStream(seed))
+            out = {}
+            for i, q in enumerate(posteriors):
+                out[f"mean_{i + 1}"], out[f"stddev_{i + 1}"] = q.mean(), q.stddev()
+            return out
+
+        return {
+            "log_likelihood": (log_likelihood, [x, seed], True),
+            "elbo": (elbo, [x, seed], True),
+            "sample": (sample, [num_examples, seed], False),
+            "reconstruct": (reconstruct, [x, seed], False),
+            "encode": (encode, [x, seed], False),
+        }
+
     # -- densities at given latents (wake-sleep, score-function objectives) ----------------
 
     def sample_prior(self, num_examples, seed_generator):
@@ -523,7 +717,7 @@ class LatentModel(keras.Model):
         """
         self._check_standard_normal_prior("sample_prior")
         return [
-            standard_normal(k, self.compute_dtype).sample(
+            standard_normal(k, self.variable_dtype).sample(
                 num_examples, seed=tfp_seed(seed_generator)
             )
             for k in self.latent_dims
@@ -565,7 +759,7 @@ class LatentModel(keras.Model):
         """
         self._check_standard_normal_prior("prior_log_prob")
         return sum(
-            standard_normal(k, self.compute_dtype).log_prob(z)
+            standard_normal(k, self.variable_dtype).log_prob(z)
             for k, z in zip(self.latent_dims, latents, strict=True)
         )
 
@@ -599,7 +793,7 @@ class LatentModel(keras.Model):
 
     def _check_x(self, x, name="x", allow_nan=False):
         return validation.check_data(
-            x, self.data_dim, self.support, self.compute_dtype, name, allow_nan=allow_nan
+            x, self.data_dim, self.support, self.variable_dtype, name, allow_nan=allow_nan
         )
 
     def _seed_generator(self, seed):
@@ -637,6 +831,11 @@ class LatentModel(keras.Model):
 def _decoder_input(latents):
     """What `decode` takes: one tensor for a single latent layer, the list for several."""
     return latents[0] if len(latents) == 1 else latents
+
+
+def _samples_per_chunk(num_samples, batch_size):
+    """Samples per pass of a bound over batches of `batch_size`: `_ROWS_PER_CHUNK` rows."""
+    return max(1, min(num_samples, _ROWS_PER_CHUNK // batch_size))
 
 
 def _batches(x, batch_size):

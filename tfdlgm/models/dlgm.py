@@ -194,7 +194,7 @@ class DLGM(LatentModel):
         for k, posterior_layer_l in zip(self.latent_dims, self.posteriors, strict=True):
             posterior = posterior_layer_l(r)
             xi = posterior.sample(num_samples, seed=tfp_seed(seed_generator))  # [S, B, K_l]
-            latents.append(LatentTrace(posterior, standard_normal(k, self.compute_dtype), xi))
+            latents.append(LatentTrace(posterior, standard_normal(k, self.variable_dtype), xi))
         return Trace(latents, self.decode([layer.sample for layer in latents], training))
 
     def decode(self, latents, training=False):

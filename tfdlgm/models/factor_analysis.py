@@ -58,7 +58,7 @@ class FactorAnalysis(LatentModel):
     def infer(self, x, num_samples, seed_generator, training=False):
         posterior = self.posterior(x)
         z = posterior.sample(num_samples, seed=tfp_seed(seed_generator))  # [S, B, K]
-        prior = standard_normal(self.latent_dim, self.compute_dtype)
+        prior = standard_normal(self.latent_dim, self.variable_dtype)
         return Trace([LatentTrace(posterior, prior, z)], self.decode(z))
 
     def decode(self, latents, training=False):

@@ -103,7 +103,7 @@ class LadderVAE(LatentModel):
     def _prior(self, i, upper_sample, training=False):
         """p(z_i | z_i+1) (0-based i < L-1), or N(0, I) for the top layer."""
         if i == len(self.latent_dims) - 1:
-            return standard_normal(self.latent_dims[i], self.compute_dtype)
+            return standard_normal(self.latent_dims[i], self.variable_dtype)
         return self.prior_gaussians[i](self.top_down[i](upper_sample, training=training))
 
     def infer(self, x, num_samples, seed_generator, training=False):
