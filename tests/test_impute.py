@@ -39,7 +39,7 @@ def run_both_chains(model, x, mask):
     # Tests keep to one shape, [NUM_CHAINS * 3, 5]: JAX compiles each op once per shape.
     return {
         method: model.impute(x, mask, method=method, steps=40, num_chains=NUM_CHAINS, seed=1)
-        for method in impute.METHODS
+        for method in impute.CHAINS
     }
 
 
@@ -149,7 +149,7 @@ def test_binary_data_gets_binary_draws_and_pixel_probabilities():
     model = VAE(latent_dim=2, hidden=(), data_dim=16, seed=0)
     x = (rng.uniform(size=(5, 16)) < 0.5).astype("float32")
     mask = impute.bottom_rows_mask(x.shape, rows=2, image_shape=(4, 4))
-    for method in impute.METHODS:
+    for method in impute.CHAINS:
         result = impute.predict_bottom_rows(
             model, x, rows=2, image_shape=(4, 4), method=method, steps=3, num_chains=4, seed=0
         )

@@ -79,7 +79,7 @@ def test_a_bad_verbosity_is_refused_by_the_bounds(model_and_data):
         model.log_likelihood(x, num_samples=2, verbose="loud")
 
 
-@pytest.mark.parametrize("method", impute.METHODS)
+@pytest.mark.parametrize("method", impute.CHAINS)
 def test_imputation_shows_progress_only_when_asked(method, model_and_data, capsys):
     model, x = model_and_data
     mask = impute.future_mask(x.shape, 4)

@@ -76,7 +76,7 @@ def evaluate_protocol(
         )
     seed = validation.check_seed(seed)
     batch_size = validation.check_positive_int(batch_size, "batch_size")
-    x = validation.to_numpy(x)
+    x = model._check_x(x)  # complete data: the protocol's figures are of log p(x)
     k_examples = (
         len(x) if k_examples is None else validation.check_positive_int(k_examples, "k_examples")
     )

@@ -25,8 +25,13 @@ class Trace:
 
     Attributes:
         latents: list of `LatentTrace`, bottom layer (l = 1) first.
-        likelihood: p(x | z), batch shape `[S, B]`, event shape `[D]`.
+        likelihood: p(x | z), batch shape `[S, B]`, event shape `[D]`: an `Independent`
+            distribution over the D features (every observation model is one).
+        observed: None (every entry of x observed), or a bool tensor `[B, D]`, True where x
+            is observed: log p(x | z) then sums over the observed entries only, so every
+            bound is a bound on log p(x_observed) (`LatentModel` sets it for incomplete data).
     """
 
     latents: list
     likelihood: Any
+    observed: Any = None

@@ -90,7 +90,7 @@ def to_numpy(x, name="x"):
         ) from error
 
 
-def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False):
+def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False, nan_hint=""):
     """Validates a batch of data for a model with `data_dim` features and `support`.
 
     Args:
@@ -99,7 +99,9 @@ def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False)
         support: `"binary"` (values in {0, 1}) or `"real"`.
         dtype: the float dtype to return.
         name: the argument's name, for messages.
-        allow_nan: bool, whether NaN marks entries to ignore (imputation's missing values).
+        allow_nan: bool, whether NaN marks missing entries (then every row needs at least one
+            observed entry).
+        nan_hint: str, appended to the message when NaN is refused (what to do instead).
 
     Returns:
         `np.ndarray` of `dtype`, shape `[batch, data_dim]`.
@@ -109,7 +111,7 @@ def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False)
 
     Raises:
         ValueError: on a non-float dtype, a wrong rank or feature size, an empty batch,
-            NaN or inf, or values outside the support.
+            NaN (unless allowed; then a row of NaN only) or inf, or values outside the support.
     """
     if is_traced(x):
         return _check_traced_data(x, data_dim, dtype, name)
@@ -128,11 +130,20 @@ def check_data(x, data_dim, support, dtype="float32", name="x", allow_nan=False)
         raise ValueError(f"`{name}` must hold at least one example. Received: shape={array.shape}")
     finite = np.isfinite(array) | (np.isnan(array) if allow_nan else False)
     if not finite.all():
-        bad = np.argwhere(~finite)[0]
+        bad = tuple(np.argwhere(~finite)[0])
+        hint = f" {nan_hint}" if nan_hint and np.isnan(array[bad]) else ""
         raise ValueError(
-            f"`{name}` must be finite. Received: {array[tuple(bad)]} at index "
-            f"{tuple(int(i) for i in bad)}"
+            f"`{name}` must be finite. Received: {array[bad]} at index "
+            f"{tuple(int(i) for i in bad)}{hint}"
         )
+    if allow_nan:
+        unobserved = np.isnan(array).all(axis=1)
+        if unobserved.any():
+            raise ValueError(
+                f"`{name}` must have at least one observed (not NaN) entry in every row. "
+                f"Received: {int(unobserved.sum())} rows without one, e.g. row "
+                f"{int(np.argmax(unobserved))}"
+            )
     if support == SUPPORT_BINARY:
         values = array[~np.isnan(array)] if allow_nan else array
         outside = (values != 0) & (values != 1)
@@ -191,7 +202,59 @@ def check_sample_weight(weights, x, name="sample_weight"):
     return array.astype("float32", copy=False)
 
 
-def check_missing_data(x, mask, data_dim, support, dtype="float32"):
+def check_incomplete_data(x, mask, data_dim, support, dtype="float32"):
+    """Validates data with missing entries for the bounds (`LatentModel.elbo`, ...).
+
+    Missing entries are those where `mask` is False, or, with `mask` None, those that hold
+    NaN. Every row needs at least one observed entry; a row may have none missing.
+
+    Args:
+        x: float array-like `[batch, data_dim]`.
+        mask: None, or a bool array-like of the shape of `x`, True where `x` is observed.
+        data_dim: int, the number of features the model has.
+        support: `"binary"` or `"real"`.
+        dtype: the float dtype of the returned data.
+
+    Returns:
+        `np.ndarray` of `dtype`, `[batch, data_dim]`, NaN at the missing entries.
+
+    Raises:
+        ValueError: on a non-bool mask, a mask whose shape differs from `x`, NaN where the mask
+            says observed, a row with no observed entry, or an `x` that `check_data` rejects.
+    """
+    if mask is None:
+        return check_data(x, data_dim, support, dtype, "x", allow_nan=True)
+    array, mask = _masked(x, mask)
+    return check_data(array, data_dim, support, dtype, "x", allow_nan=True)
+
+
+def _masked(x, mask):
+    """`(x with NaN where mask is False, mask)` as NumPy arrays, after checking the mask's
+    dtype and shape and that `x` holds no NaN where the mask is True."""
+    array = to_numpy(x, "x")
+    mask = to_numpy(mask, "mask")
+    if mask.dtype != np.bool_:
+        raise ValueError(
+            "`mask` must be a bool array, True where `x` is observed and False where it is "
+            f"missing (e.g. `~np.isnan(x)`). Received: mask with dtype={mask.dtype}"
+        )
+    if mask.shape != array.shape:
+        raise ValueError(
+            f"`mask` must have the shape of `x`, {array.shape}. Received: mask.shape={mask.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        return array, mask  # check_data rejects the dtype with its hint
+    nan_observed = mask & np.isnan(array)
+    if nan_observed.any():
+        bad = tuple(int(i) for i in np.argwhere(nan_observed)[0])
+        raise ValueError(
+            "`x` must not hold NaN in observed entries (NaN marks a missing entry: set `mask` "
+            f"to False there). Received: NaN at index {bad}, where mask is True"
+        )
+    return np.where(mask, array, np.nan).astype(array.dtype, copy=False), mask
+
+
+def check_missing_data(x, mask, data_dim, support, dtype="float32", require_missing=True):
     """Validates partly observed data and its mask for imputation.
 
     `mask` marks the observed entries (True = observed, False = missing). The values of `x` at
@@ -204,6 +267,8 @@ def check_missing_data(x, mask, data_dim, support, dtype="float32"):
         data_dim: int, the number of features the model has.
         support: `"binary"` or `"real"`.
         dtype: the float dtype of the returned data.
+        require_missing: bool, whether every row needs a missing entry (a Markov chain over
+            the missing entries needs some). Defaults to `True`.
 
     Returns:
         `(x, data, mask)`: `x` as the caller's NumPy array (its own dtype, for copying observed
@@ -217,33 +282,14 @@ def check_missing_data(x, mask, data_dim, support, dtype="float32"):
     """
     array = to_numpy(x, "x")
     mask = to_numpy(mask, "mask")
-    if mask.dtype != np.bool_:
-        raise ValueError(
-            "`mask` must be a bool array, True where `x` is observed and False where it is "
-            f"missing (e.g. `~np.isnan(x)`). Received: mask with dtype={mask.dtype}"
-        )
-    if mask.shape != array.shape:
-        raise ValueError(
-            f"`mask` must have the shape of `x`, {array.shape}. Received: mask.shape={mask.shape}"
-        )
-    if mask.ndim == 2:  # any other rank: check_data rejects x below
+    if mask.dtype == np.bool_ and mask.shape == array.shape and mask.ndim == 2:
         for what, rows in (("missing (False)", mask.all(1)), ("observed (True)", ~mask.any(1))):
-            if rows.any():
+            if rows.any() and (require_missing or what.startswith("observed")):
                 raise ValueError(
                     f"`mask` must have at least one {what} entry in every row. Received: "
                     f"{int(rows.sum())} rows without one, e.g. row {int(np.argmax(rows))}"
                 )
-    nan_observed = mask & np.isnan(array) if np.issubdtype(array.dtype, np.floating) else None
-    if nan_observed is not None and nan_observed.any():
-        bad = tuple(int(i) for i in np.argwhere(nan_observed)[0])
-        raise ValueError(
-            "`x` must not hold NaN in observed entries (NaN marks a missing entry: set `mask` "
-            f"to False there). Received: NaN at index {bad}, where mask is True"
-        )
-    if np.issubdtype(array.dtype, np.floating):
-        masked = np.where(mask, array, np.nan).astype(array.dtype, copy=False)
-    else:
-        masked = array  # check_data rejects the dtype with its hint
+    masked, mask = _masked(array, mask)
     data = check_data(masked, data_dim, support, dtype, "x", allow_nan=True)
     return array, data, mask
 

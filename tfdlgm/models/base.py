@@ -4,6 +4,11 @@ A model file says only how its layers make an inference pass (`infer`) and a gen
 pass (`decode`, `generate`); this class turns those into training through plain Keras
 `compile`/`fit`/`evaluate` on every backend, the bounds (ELBO, L_k, the k = 5000
 log-likelihood estimate), sampling, reconstruction and (de)serialisation.
+
+Incomplete data (Mattei & Frellsen 2019, MIWAE) is handled here once for every model: the
+bounds take a `mask` (or NaN for missing entries) and `_trace` runs `infer` on the data with its
+missing entries set to 0 and marks the trace's observed entries, so log p(x | z) sums over them
+only (`tfdlgm.objectives`); the `"miwae"` objective trains on such data through `fit`.
 """
 
 import contextlib
@@ -66,8 +71,9 @@ class LatentModel(keras.Model):
         data_dim: int, the number of observed features. Defaults to `784` (MNIST).
         likelihood: `"bernoulli"`, `"gaussian"` (one learned scale per feature) or
             `"gaussian_per_example"`. Defaults to `"bernoulli"`.
-        objective: `"elbo"`, `"iwae"`, `"wake_sleep"`, `"score_function"`, an
-            `objectives.Objective` or its config. Defaults to `"elbo"`.
+        objective: `"elbo"`, `"iwae"`, `"miwae"` (trains on data with missing entries, NaN),
+            `"wake_sleep"`, `"score_function"`, an `objectives.Objective` or its config.
+            Defaults to `"elbo"`.
         seed: int or None, seeds the model's own random stream.
     """
 
@@ -124,7 +130,13 @@ class LatentModel(keras.Model):
     # -- Keras training --------------------------------------------------------------------
 
     def call(self, x, training=False):
-        trace = self.infer(x, self.objective.num_samples, self.seed_generator, training=training)
+        trace, x = self._trace(
+            x,
+            self.objective.num_samples,
+            self.seed_generator,
+            training=training,
+            missing=self.objective.accepts_missing,
+        )
         terms = objectives.elbo_terms(trace, x)
         outputs = {
             "loss": self.objective.loss(
@@ -225,7 +237,8 @@ class LatentModel(keras.Model):
         unsupervised: its objective reads `x` alone) and `class_weight` (there are no
         classes). `sample_weight` (`[N]`, finite and non-negative, with array data) weights
         each example's objective (`compute_loss`); `validation_data` is `x_val`, `(x_val,)`
-        or `(x_val, None, sample_weight_val)`.
+        or `(x_val, None, sample_weight_val)`. With the `"miwae"` objective `x` may hold NaN for
+        missing entries (every row needs an observed one); other objectives refuse NaN.
         """
         from tfdlgm.callbacks import NonFiniteLossGuard  # callbacks builds on this module
 
@@ -319,12 +332,26 @@ class LatentModel(keras.Model):
 
     def _checked(self, data, name="x"):
         """Arrays and tensors validated now; datasets validated batch by batch as read."""
+        missing = self.objective.accepts_missing
+        hint = (
+            ""
+            if missing
+            else f"(NaN marks a missing entry; the objective {self.objective.name!r} needs "
+            "complete data: train on incomplete data with objective={'name': 'miwae', "
+            "'num_samples': 20}.)"
+        )
+
+        def check(batch):
+            return validation.check_data(
+                batch, self.data_dim, self.support, self.variable_dtype, name, missing, hint
+            )
+
         if not validation.is_dataset(data):
-            return self._check_x(data, name)
+            return check(data)
 
         def check_batch(batch):
             try:
-                return self._check_x(batch, name)
+                return check(batch)
             except ValueError as error:
                 raise ValueError(f"A batch of `{name}` is not valid data: {error}") from None
 
@@ -332,15 +359,20 @@ class LatentModel(keras.Model):
 
     # -- bounds ----------------------------------------------------------------------------
 
-    def elbo(self, x, num_samples=1, batch_size=1000, seed=None, verbose="auto"):
+    def elbo(self, x, num_samples=1, batch_size=1000, seed=None, verbose="auto", mask=None):
         """The evidence lower bound per example (K&W eq. 3; Rezende et al. eq. 13), nats.
 
         ```none
         ELBO(x) = E_q[log p(x | z)] - sum_l KL[q(z_l | .) || p(z_l | z_l+1)]
         ```
 
+        With missing entries (`mask`, or NaN in `x`) it bounds log p(x_o), the marginal of
+        the observed entries: log p(x | z) sums over them only and q sees x with its missing
+        entries set to 0 (Mattei & Frellsen 2019; `tfdlgm.objectives`).
+
         Args:
-            x: float array `[batch, data_dim]` in the likelihood's support.
+            x: float array `[batch, data_dim]` in the likelihood's support; NaN marks a
+                missing entry.
             num_samples: int, Monte Carlo samples for the expectation, drawn in chunks so that
                 memory does not grow with it. Defaults to `1`.
             batch_size: int, examples per pass. Defaults to `1000`.
@@ -348,11 +380,17 @@ class LatentModel(keras.Model):
             verbose: `0` (silent), `1` (a progress bar over the examples), `2` (one line at
                 the end) or `"auto"` (1 in a terminal, else 0; `tfdlgm.progress`). Defaults to
                 `"auto"`.
+            mask: None or a bool array of the shape of `x`, True where `x` is observed.
+                Defaults to `None` (the entries of `x` that are not NaN).
 
         Returns:
             `np.ndarray` `[batch]`.
+
+        Raises:
+            ValueError: for bad data, a mask that is not bool or not of the shape of `x`, NaN
+                where the mask is True, or a row with no observed entry.
         """
-        x = self._check_x(x)
+        x, missing = self._incomplete(x, mask)
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
         progress = Progress(len(x), verbose, unit_name="example")
@@ -365,13 +403,14 @@ class LatentModel(keras.Model):
                 total = 0.0
                 for start in range(0, num_samples, chunk):
                     size = min(chunk, num_samples - start)
-                    total += ops.convert_to_numpy(elbo(batch, size)).astype(np.float64) * size
+                    value = elbo(batch, size, missing)
+                    total += ops.convert_to_numpy(value).astype(np.float64) * size
                 out.append((total / num_samples).astype(np.float32))
                 done += len(batch)
                 progress.update(done)
         return np.concatenate(out)
 
-    def iwae_bound(self, x, num_samples, batch_size=100, seed=None, verbose="auto"):
+    def iwae_bound(self, x, num_samples, batch_size=100, seed=None, verbose="auto", mask=None):
         """The importance-weighted bound L_k per example, k = `num_samples` (Burda et al. eq. 8).
 
         ```none
@@ -379,10 +418,13 @@ class LatentModel(keras.Model):
         ```
 
         The k samples are drawn in chunks and combined by a streaming log-mean-exp, so memory
-        does not grow with k.
+        does not grow with k. With missing entries (`mask`, or NaN in `x`) it is the MIWAE
+        bound on log p(x_o) (Mattei & Frellsen 2019, eq. 4): x_o for x above, q fed x with its
+        missing entries set to 0.
 
         Args:
-            x: float array `[batch, data_dim]` in the likelihood's support.
+            x: float array `[batch, data_dim]` in the likelihood's support; NaN marks a
+                missing entry.
             num_samples: int, k.
             batch_size: int, examples per pass. Defaults to `100`.
             seed: int or None, for a reproducible estimate.
@@ -390,11 +432,16 @@ class LatentModel(keras.Model):
                 chunk of samples, with the time left and the time per example), `2` (one
                 line at the end) or `"auto"` (1 in a terminal, else 0; `tfdlgm.progress`).
                 Defaults to `"auto"`.
+            mask: None or a bool array of the shape of `x`, True where `x` is observed.
+                Defaults to `None` (the entries of `x` that are not NaN).
 
         Returns:
             `np.ndarray` `[batch]`, nats.
+
+        Raises:
+            ValueError: as `elbo`.
         """
-        x = self._check_x(x)
+        x, missing = self._incomplete(x, mask)
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
         progress = Progress(len(x), verbose, unit_name="example")
@@ -406,20 +453,39 @@ class LatentModel(keras.Model):
                 accumulator = StreamingLogMeanExp()
                 for start in range(0, num_samples, chunk):
                     size = min(chunk, num_samples - start)
-                    weights = log_weights(batch, size)  # [size, B]
+                    weights = log_weights(batch, size, missing)  # [size, B]
                     accumulator.update(weights)
                     progress.update(done + len(batch) * (start + size) / num_samples, weights)
                 out.append(ops.convert_to_numpy(accumulator.result()))
                 done += len(batch)
         return np.concatenate(out)
 
-    def _elbo_batch(self, x, num_samples):
-        trace = self.infer(x, num_samples, self.seed_generator)
+    def _elbo_batch(self, x, num_samples, missing):
+        trace, x = self._trace(x, num_samples, self.seed_generator, missing=missing)
         return objectives.elbo_terms(trace, x)["elbo"]
 
-    def _log_weights_batch(self, x, num_samples):
-        trace = self.infer(x, num_samples, self.seed_generator)
+    def _log_weights_batch(self, x, num_samples, missing):
+        trace, x = self._trace(x, num_samples, self.seed_generator, missing=missing)
         return objectives.log_importance_weights(trace, x)  # [S, B]
+
+    def _trace(self, x, num_samples, seed_generator, training=False, missing=False):
+        """`(trace, x)`: `infer` on `x`; with `missing`, NaN entries of `x` are missing: `infer`
+        sees them as 0 and the trace marks the observed entries (`Trace.observed`), so every
+        bound computed from it is a bound on log p(x_o) (MIWAE)."""
+        if missing:
+            x, observed = objectives.zero_filled(x)
+        trace = self.infer(x, num_samples, seed_generator, training=training)
+        if missing:
+            trace.observed = observed
+        return trace, x
+
+    def _incomplete(self, x, mask):
+        """`(x, missing)`: `x` validated with NaN at its missing entries (those where `mask` is
+        False, or NaN in `x`), and whether any entry is missing."""
+        x = validation.check_incomplete_data(
+            x, mask, self.data_dim, self.support, self.compute_dtype
+        )
+        return x, bool(np.isnan(x).any())
 
     def _compiled(self, key, fn, batch_axis=0):
         """`fn` compiled once per model (`backend.compile_model_function`)."""
@@ -444,19 +510,24 @@ class LatentModel(keras.Model):
         finally:
             state.assign(saved)
 
-    def log_likelihood(self, x, num_samples=5000, batch_size=100, seed=None, verbose="auto"):
+    def log_likelihood(
+        self, x, num_samples=5000, batch_size=100, seed=None, verbose="auto", mask=None
+    ):
         """The importance-sampled estimate of log p(x): L_k with k = `num_samples`.
 
         The evaluation protocol's log-likelihood (Burda et al. 2015, sec. 5): k = 5000,
         computed in chunks in memory independent of k. It is a stochastic lower bound that
         tightens as k grows. It takes minutes on a CPU (1,000 MNIST images: about 2), so in a
         terminal a progress bar shows the examples done, the time left and the time per
-        example (`verbose`, as in `iwae_bound`).
+        example (`verbose`, as in `iwae_bound`). With missing entries (`mask`, or NaN in `x`)
+        it estimates log p(x_o), the log-density of the observed entries (`iwae_bound`).
 
         Returns:
             `np.ndarray` `[batch]`, nats.
         """
-        return self.iwae_bound(x, num_samples, batch_size=batch_size, seed=seed, verbose=verbose)
+        return self.iwae_bound(
+            x, num_samples, batch_size=batch_size, seed=seed, verbose=verbose, mask=mask
+        )
 
     # -- using the model -------------------------------------------------------------------
 
@@ -547,15 +618,18 @@ class LatentModel(keras.Model):
         x,
         mask,
         method="pseudo_gibbs",
-        steps=100,
+        steps=None,
         num_chains=1,
         seed=None,
         return_chain=False,
         verbose="auto",
+        num_samples=None,
     ):
-        """Draws the missing entries of `x` by a Markov chain (see `tfdlgm.impute.impute`).
+        """Completes the missing entries of `x` (see `tfdlgm.impute.impute`).
 
         ```none
+        "importance" (Mattei & Frellsen 2019): xi_i ~ q(xi | v_o), a_i oc p(v_o, xi_i) /
+            q(xi_i | v_o);  E[v_m | v_o] ~= sum_i a_i E[v_m | xi_i];  draws by resampling
         "pseudo_gibbs" (Rezende et al. app. E):   xi ~ q(xi | v_o, v_m);  v_m ~ p(v_m | xi)
         "metropolis_within_gibbs" (Mattei & Frellsen 2018): xi' ~ q(xi | v) accepted with
             probability min(1, w(xi') / w(xi)), w = p(v, xi) / q(xi | v);  v_m ~ p(v_m | xi)
@@ -564,17 +638,23 @@ class LatentModel(keras.Model):
         Args:
             x: float array `[batch, data_dim]`; missing entries may hold NaN.
             mask: bool array like `x`, True = observed, False = missing.
-            method: `"pseudo_gibbs"` or `"metropolis_within_gibbs"` (exact target p(v_m | v_o)).
-            steps: int, sweeps of the chain. Defaults to `100`.
-            num_chains: int, chains per example; > 1 adds predictive means and variances.
+            method: `"importance"` (every model, no mixing), `"pseudo_gibbs"` or
+                `"metropolis_within_gibbs"` (exact target p(v_m | v_o)). Defaults to
+                `"pseudo_gibbs"`.
+            steps: int, sweeps of a chain. Defaults to `100`; chains only.
+            num_chains: int, chains per example (> 1 adds predictive means and variances), or
+                the multiple imputations of `"importance"`. Defaults to `1`.
             seed: int or None.
-            return_chain: bool, keep every step's completion.
-            verbose: `0`, `1` (a progress bar over the steps), `2` (one line at the end) or
-                `"auto"` (1 in a terminal, else 0). Defaults to `"auto"`.
+            return_chain: bool, keep every step's completion; chains only.
+            verbose: `0`, `1` (a progress bar), `2` (one line at the end) or `"auto"` (1 in a
+                terminal, else 0). Defaults to `"auto"`.
+            num_samples: int, the importance samples K per example. Defaults to `1000`;
+                `"importance"` only.
 
         Returns:
             `tfdlgm.impute.ImputationResult` (`completed`, `samples`, `mean`, `variance`,
-            `acceptance_rate`, `chain`); observed entries are those of `x`, bit for bit.
+            `acceptance_rate`, `chain`, `effective_sample_size`); observed entries are those
+            of `x`, bit for bit.
         """
         return imputation.impute(
             self,
@@ -586,6 +666,7 @@ class LatentModel(keras.Model):
             seed=seed,
             return_chain=return_chain,
             verbose=verbose,
+            num_samples=num_samples,
         )
 
     # -- serving ---------------------------------------------------------------------------

@@ -22,8 +22,9 @@ class FactorAnalysis(LatentModel):
     ```
 
     It trains like every other model (an amortised linear q(z | x), through `fit`), and its
-    closed forms (`exact_log_likelihood`, `exact_posterior`, `marginal`) are the test bed of
-    every estimator: ELBO <= L_k <= log p(x).
+    closed forms (`exact_log_likelihood`, `exact_posterior`, `marginal`, and for incomplete
+    data the observed entries' `exact_log_likelihood` and `exact_conditional` p(x_m | x_o))
+    are the test bed of every estimator: ELBO <= L_k <= log p(x).
 
     Args:
         latent_dim: int, K. Defaults to `2`.
@@ -87,9 +88,71 @@ class FactorAnalysis(LatentModel):
             loc=self.mean, cov_diag_factor=self.noise_variance, cov_perturb_factor=self.loadings
         )
 
-    def exact_log_likelihood(self, x):
-        """log p(x) in closed form per example, `np.ndarray` `[batch]`."""
-        return ops.convert_to_numpy(self.marginal().log_prob(self._check_x(x)))
+    def exact_log_likelihood(self, x, mask=None):
+        """log p(x) in closed form per example, `np.ndarray` `[batch]`.
+
+        With missing entries (`mask` False, or NaN in `x`), log p(x_o), the marginal density
+        of each row's observed entries, N(x_o; mu_o, W_o W_o^T + Psi_o) (`_observed_posterior`).
+        """
+        if mask is None and not np.isnan(validation.to_numpy(x)).any():
+            return ops.convert_to_numpy(self.marginal().log_prob(self._check_x(x)))
+        return self._observed_posterior(x, mask)[-1]
+
+    def exact_conditional(self, x, mask=None):
+        """p(x_m | x_o) in closed form: its mean and variance per entry, float64.
+
+        ```none
+        E[x_m | x_o] = mu_m + W_m E[z | x_o],   Var[x_m | x_o] = diag(W_m M_o^-1 W_m^T) + psi_m
+        ```
+
+        (`_observed_posterior`). Args as `LatentModel.elbo`'s `x` and `mask`.
+
+        Returns:
+            `(mean, variance)`, `np.ndarray`s `[batch, D]`: x and 0 at observed entries.
+        """
+        x, observed, loc, covariance, _ = self._observed_posterior(x, mask)
+        w, mu, psi = self._parameters()
+        mean = mu + loc @ w.T
+        variance = np.einsum("dk,bkl,dl->bd", w, covariance, w) + psi
+        return np.where(observed, x, mean), np.where(observed, 0.0, variance)
+
+    def _parameters(self):
+        """W, mu, psi as float64 NumPy arrays."""
+        return (
+            ops.convert_to_numpy(value).astype(np.float64)
+            for value in (self.loadings, self.mean, self.noise_variance)
+        )
+
+    def _observed_posterior(self, x, mask):
+        """p(z | x_o) and log p(x_o) for each row's observed entries o, float64:
+
+        ```none
+        M_o = I + W_o^T Psi_o^-1 W_o,   h = W_o^T Psi_o^-1 (x_o - mu_o)
+        p(z | x_o) = N(M_o^-1 h, M_o^-1)
+        log p(x_o) = -(|o| log 2 pi + sum_o log psi + log det M_o
+                       + r^T Psi_o^-1 r - h^T M_o^-1 h) / 2,   r = x_o - mu_o   (Woodbury)
+        ```
+
+        Returns:
+            `(x, observed, loc [B, K], covariance [B, K, K], log_density [B])`.
+        """
+        x = validation.check_incomplete_data(x, mask, self.data_dim, self.support, "float64")
+        observed = ~np.isnan(x)
+        w, mu, psi = self._parameters()
+        precision = observed / psi  # Psi_o^-1, 0 at missing entries
+        residual = np.where(observed, x - mu, 0.0)
+        m = np.eye(self.latent_dim) + np.einsum("dk,bd,dl->bkl", w, precision, w)
+        h = (precision * residual) @ w  # [B, K]
+        covariance = np.linalg.inv(m)
+        loc = np.einsum("bkl,bl->bk", covariance, h)
+        log_density = -0.5 * (
+            observed.sum(1) * np.log(2 * np.pi)
+            + np.sum(np.where(observed, np.log(psi), 0.0), 1)
+            + np.linalg.slogdet(m)[1]
+            + np.sum(precision * residual**2, 1)
+            - np.sum(h * loc, 1)
+        )
+        return x, observed, loc, covariance, log_density
 
     def exact_posterior(self, x):
         """p(z | x) = N(M^-1 W^T Psi^-1 (x - mu), M^-1) as a full-covariance TFP Gaussian."""
