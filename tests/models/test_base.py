@@ -238,7 +238,9 @@ def test_the_elbo_draws_its_samples_in_chunks(monkeypatch):
     sizes = []
     real = model._compiled("elbo", model._elbo_batch)
     monkeypatch.setattr(base, "_ROWS_PER_CHUNK", 8 * 64)
-    model._compiled_functions["elbo"] = lambda batch, size: sizes.append(size) or real(batch, size)
+    model._compiled_functions["elbo"] = lambda batch, size, missing: (
+        sizes.append(size) or real(batch, size, missing)
+    )
     chunked = model.elbo(x, num_samples=400, seed=1)
     assert sizes == [64] * 6 + [16]
     np.testing.assert_allclose(chunked, whole, atol=0.3)  # 400 draws each, different streams
