@@ -7,7 +7,7 @@ python benchmarks/step_cost.py --model "VAE 784-200-200-50 (zoo)" --batch 1000 -
 ```
 
 For `tfdlgm.models.VAE` and `benchmarks/peers/minimal_keras_vae.py` of the same architecture
-(`run.MODELS`), it compiles Keras' own `train_step` (the pure function of the state that `fit`
+(`workers.MODELS`), it compiles Keras' own `train_step` (the pure function of the state that `fit`
 calls every step on JAX) and reports XLA's cost analysis of it (FLOPs, bytes accessed,
 transcendentals) and its fused kernels, then times `--steps` steps of each, the two taking
 turns for `--rounds` rounds in an order that reverses every round, and prints the ratio of the
@@ -30,7 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 import keras  # noqa: E402
-import run  # noqa: E402  (benchmarks/run.py: the models and how the suite builds them)
+import workers  # noqa: E402  (benchmarks/workers.py: the models and how the suite builds them)
 
 import tfdlgm  # noqa: E402
 
@@ -63,14 +63,17 @@ def compiled_step(model, x):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    vaes = [name for name, model in run.MODELS.items() if model["class"] == "VAE"]
+    vaes = [name for name, model in workers.MODELS.items() if model["class"] == "VAE"]
     parser.add_argument("--model", choices=vaes, default="VAE 784-500-500-50")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--steps", type=int, default=100, help="steps per timed turn")
     parser.add_argument("--rounds", type=int, default=6, help="turns of each model")
     args = parser.parse_args(argv)
-    x = jax.device_put(run._binary_data(args.batch))
-    models = {"ours": run._build(tfdlgm, args.model), "minimal": run._build_minimal(args.model)}
+    x = jax.device_put(workers.binary_data(args.batch))
+    models = {
+        "ours": workers.build(tfdlgm, args.model),
+        "minimal": workers.build_minimal(args.model),
+    }
     steps, seconds = {}, {name: [] for name in models}
     for name, model in models.items():
         step, state, figures = compiled_step(model, x)

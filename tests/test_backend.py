@@ -1,4 +1,6 @@
+import ast
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -8,6 +10,11 @@ import pytest
 from keras import ops
 
 from tfdlgm import backend
+
+# The checks that start a JAX process of their own run once, in the JAX session.
+jax_session_only = pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="runs a JAX process; once, in the JAX session"
+)
 
 
 def test_tfd_comes_from_the_active_backends_substrate():
@@ -21,6 +28,35 @@ def test_tfd_comes_from_the_active_backends_substrate():
     else:
         assert module == "tensorflow_probability.python.distributions"
         assert "substrates" not in backend.tfb.__name__
+
+
+def _public_names(module):
+    """The public top-level names a backend module's source defines."""
+    tree = ast.parse((pathlib.Path(backend.__file__).parent / f"{module}.py").read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_each_backend_module_defines_what_the_package_takes_from_it():
+    """`tfdlgm.backend` takes every name it re-exports from the active module: both must
+    define them (read from the source, so that neither backend has to be installed)."""
+    taken = {
+        node.attr
+        for node in ast.walk(ast.parse(pathlib.Path(backend.__file__).read_text()))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "_active"
+    }
+    assert taken >= {"tfp_seed", "global_mean", "compile_function", "data_parallel"}
+    for module in ("tensorflow", "jax"):
+        assert taken <= _public_names(module), (module, taken - _public_names(module))
 
 
 def test_log_mean_exp_is_stable_and_exact():
@@ -64,8 +100,8 @@ def test_unsupported_backend_gets_an_error_naming_the_supported_ones():
     assert "KERAS_BACKEND='numpy'" in result.stderr
 
 
+@jax_session_only
 def test_jax_backend_imports_and_trains_without_tensorflow():
-    pytest.importorskip("jax")
     code = """
 import sys
 sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
@@ -85,7 +121,8 @@ print("trained", sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow
 
 
 def test_a_reduction_broadcast_back_over_a_batch_compiles_to_the_right_values(rng):
-    """The pattern XLA:CPU's YNNPACK fusion miscompiled in jaxlib 0.10 (backend.XLA_CPU_FIX):
+    """The pattern XLA:CPU's YNNPACK fusion miscompiled in jaxlib 0.10 (XLA_CPU_FIX in
+    tfdlgm/backend/jax.py):
     e + u * sum(u * e, -1, keepdims=True), e [S, B, K], u [B, K]; off by hundreds there."""
     u = rng.normal(size=(100, 200)).astype("float32")
     e = rng.normal(size=(2, 100, 200)).astype("float32")
@@ -103,8 +140,10 @@ def test_a_reduction_broadcast_back_over_a_batch_compiles_to_the_right_values(rn
     np.testing.assert_allclose(ops.convert_to_numpy(compiled(u, e)), expected, atol=1e-3)
 
 
+@jax_session_only
 def test_importing_tfdlgm_after_jax_started_warns_of_the_miscompile():
-    pytest.importorskip("jax")
+    from tfdlgm.startup import XLA_CPU_FIX
+
     code = "import jax; jax.devices(); import tfdlgm.models"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
@@ -118,7 +157,7 @@ def test_importing_tfdlgm_after_jax_started_warns_of_the_miscompile():
     import jaxlib
 
     if jaxlib.__version__.startswith("0.10."):
-        assert late.returncode != 0 and backend.XLA_CPU_FIX in late.stderr
+        assert late.returncode != 0 and XLA_CPU_FIX in late.stderr
     first_code = "import os, tfdlgm, jax; jax.devices(); import tfdlgm.models; print(os.environ)"
     first = subprocess.run(
         [sys.executable, "-W", "error::RuntimeWarning", "-c", first_code],
@@ -129,4 +168,4 @@ def test_importing_tfdlgm_after_jax_started_warns_of_the_miscompile():
     )
     assert first.returncode == 0, first.stderr[-2000:]
     if jaxlib.__version__.startswith("0.10."):  # `import tfdlgm` set it, before JAX started
-        assert backend.XLA_CPU_FIX in first.stdout
+        assert XLA_CPU_FIX in first.stdout

@@ -1,9 +1,11 @@
-"""The benchmark suite (`benchmarks/run.py`) end to end, through `tfdlgm bench`.
+"""The benchmark suite (`benchmarks/run.py`, `goals.py`, `workers.py`) end to end, through
+`tfdlgm bench`.
 
 `--smoke` (the active backend, a tiny model, one window; ~15 s) runs in the fast suite; the
 `--quick` run CI uses (every backend and the peer, ~3 min) is marked slow.
 """
 
+import importlib
 import importlib.util
 import json
 import os
@@ -15,17 +17,17 @@ import time
 
 import pytest
 
+BENCHMARKS = pathlib.Path(__file__).parents[1] / "benchmarks"
 TIMEOUT = 600
 TINY_TRAIN_FLOPS = 3 * 2 * (784 * 16 + 2 * 16 * 2 + 2 * 16 + 16 * 784)  # enc, mu+sigma, dec
 
 
-def _suite():
-    """benchmarks/run.py as a module (it is a script, not part of the package)."""
-    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "run.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_run", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _suite(name="run"):
+    """A module of benchmarks/ (scripts, not part of the package), imported the way the
+    suite's modules import each other."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +51,7 @@ def test_the_gpu_session_script_parses_and_names_files_that_exist():
 
 @pytest.mark.parametrize("gpu", ["NVIDIA H200", None])
 def test_gpu_goals_judge_batch_1000_against_torch_compile_and_the_test_set_time(gpu):
-    suite = _suite()
+    goals = _suite("goals")
     model = "VAE 784-200-200-50 (zoo)"
     results = {
         "device": {"gpu": gpu},
@@ -79,7 +81,7 @@ def test_gpu_goals_judge_batch_1000_against_torch_compile_and_the_test_set_time(
             }
         },
     }
-    versus_compile, test_set = suite.goals(results)[3:]
+    versus_compile, test_set = goals.goals(results)[3:]
     if gpu is None:
         assert versus_compile["status"] == test_set["status"] == "not measured (no GPU in this run)"
         return
@@ -92,7 +94,7 @@ def test_gpu_goals_judge_batch_1000_against_torch_compile_and_the_test_set_time(
 
 
 class _RecordingModel:
-    """Stands in for a Keras model in `_time_fit`: records its turn, takes `seconds` an epoch."""
+    """Stands in for a Keras model in `time_fit`: records its turn, takes `seconds` an epoch."""
 
     jit_compile = False
 
@@ -115,7 +117,9 @@ class _RecordingModel:
 def test_time_fit_takes_turns_in_an_order_that_reverses_every_epoch():
     turns = []
     models = [_RecordingModel("ours", 0.05, turns), _RecordingModel("minimal", 0.01, turns)]
-    ours, minimal = _suite()._time_fit(models, batch_size=10, steps=3, windows=3, jit_compile=False)
+    ours, minimal = _suite("workers").time_fit(
+        models, batch_size=10, steps=3, windows=3, jit_compile=False
+    )
     assert turns == ["ours", "minimal", "minimal", "ours", "ours", "minimal", "minimal", "ours"]
     for rates, seconds in ((ours, 0.05), (minimal, 0.01)):
         assert len(rates["window_seconds"]) == 3  # the warm-up epoch is left out
@@ -133,7 +137,7 @@ def _stopping_child(partial):
     def run(command, env, capture_output, text, timeout):
         given.append(timeout)
         if partial is not None:
-            spec = json.loads(command[command.index("--worker") + 1])
+            spec = json.loads(command[-1])
             pathlib.Path(spec["output"]).write_text(json.dumps(partial))
         raise subprocess.TimeoutExpired(command, timeout)
 

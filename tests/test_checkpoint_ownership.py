@@ -16,7 +16,7 @@ import pytest
 from tfdlgm import cli, files, training
 from tfdlgm.models import VAE
 
-HOLDER = pathlib.Path(__file__).with_name("hold_folder_worker.py")
+HOLDER = pathlib.Path(__file__).parent / "workers" / "hold_folder_worker.py"
 
 
 def _model():

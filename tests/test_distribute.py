@@ -1,8 +1,8 @@
 """Data-parallel training and evaluation (`tfdlgm.distribute`) on 2 virtual CPU devices.
 
 The device count is fixed when a backend starts, so the checks run in new processes:
-`distribute_worker.py` (one process, 2 devices) and `multihost_worker.py` (two processes on
-loopback), each under the backend this session runs.
+`workers/distribute_worker.py` (one process, 2 devices) and `workers/multihost_worker.py` (two
+processes on loopback), each under the backend this session runs.
 """
 
 import contextlib
@@ -19,14 +19,14 @@ import pytest
 
 import tfdlgm
 
-HERE = pathlib.Path(__file__).parent
+WORKERS = pathlib.Path(__file__).parent / "workers"
 BACKEND = keras.backend.backend()
 
 
 def _run(script, *args, timeout=600):
     env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.Popen(
-        [sys.executable, str(HERE / script), *map(str, args)],
+        [sys.executable, str(WORKERS / script), *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -133,6 +133,12 @@ def test_outside_a_block_there_is_one_replica():
 def test_bad_devices_are_named(devices):
     with pytest.raises(ValueError, match="`devices`"):
         with tfdlgm.distribute.data_parallel(devices):
+            pass
+
+
+def test_devices_with_multi_worker_are_refused():
+    with pytest.raises(ValueError, match=r"`devices` must be None with `multi_worker=True`.*=2"):
+        with tfdlgm.distribute.data_parallel(2, multi_worker=True):
             pass
 
 

@@ -15,7 +15,7 @@ import pytest
 from tfdlgm import callbacks, files, training
 from tfdlgm.models import VAE
 
-KILLABLE_TRAIN = pathlib.Path(__file__).with_name("killable_train.py")
+KILLABLE_TRAIN = pathlib.Path(__file__).parent / "workers" / "killable_train.py"
 
 
 @pytest.fixture
@@ -470,7 +470,7 @@ def test_a_failed_checkpoint_write_is_reported_on_its_own_line(
 
 
 def _cli_process(marker, hang_at, arguments):
-    """`tfdlgm train ARGUMENTS` in a new process (see killable_train.py for `hang_at`)."""
+    """`tfdlgm train ARGUMENTS` in a new process (see workers/killable_train.py for `hang_at`)."""
     return subprocess.Popen(
         [sys.executable, str(KILLABLE_TRAIN), str(marker), hang_at, *arguments],
         stdout=subprocess.PIPE,

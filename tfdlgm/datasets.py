@@ -621,7 +621,7 @@ def _make_dataset(
     dequantize=None,
 ):
     """Batches of the rows of `x` (`(n, d)`) as `mnist()` and `frey_faces()` make them."""
-    tf = None if as_numpy else _import_tensorflow()
+    tf = None if as_numpy else backend.tensorflow_for_data()
     if tf is None:
         return NumpyBatches(
             x,
@@ -640,12 +640,6 @@ def _tf_dataset(tf, x, binarize, batch_size, seed, shuffle, drop_remainder, dequ
     _check_dataset_args(binarize, batch_size, seed, drop_remainder, dequantize)
     x = _fixed_draw(np.asarray(x, dtype=np.float32), binarize, dequantize, seed)
     draw = _DRAWS[binarize, dequantize]
-    if backend.name != "tensorflow":
-        # tf.data only feeds another backend here: keep TensorFlow off the accelerators.
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # TensorFlow's devices were already initialised.
-            pass
     shuffle_seed, bits_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
     with tf.device("/CPU:0"):
         images = tf.constant(x)
@@ -708,17 +702,6 @@ def _check_levels(levels):
             f"{int(bad.sum())} other values, e.g. {levels[bad].flat[0].item()!r}."
         )
     return levels.astype(np.float32)
-
-
-def _import_tensorflow():
-    """TensorFlow's module where it is installed and importable, else `None`."""
-    if not backend.has_tensorflow():
-        return None
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return None
-    return tf
 
 
 def _download():

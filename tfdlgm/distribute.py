@@ -35,14 +35,8 @@ for JAX, logical devices for TensorFlow).
 """
 
 import contextlib
-import functools
-import os
-
-import keras
 
 from tfdlgm import backend
-
-_JAX_HOST_DEVICES = "--xla_force_host_platform_device_count"
 
 
 @contextlib.contextmanager
@@ -53,55 +47,27 @@ def data_parallel(devices=None, multi_worker=False):
         devices: None (every accelerator, else every CPU device), an int (the first that
             many of those) or a list of device names (`"gpu:0"`, `"/gpu:1"`...). Under JAX
             after `keras.distribution.initialize`, the devices of every process.
-        multi_worker: bool, TensorFlow only: a `MultiWorkerMirroredStrategy` over the
-            workers `TF_CONFIG` names (each worker's local devices) instead of one process's
-            `MirroredStrategy`. Defaults to `False`.
+        multi_worker: bool, several processes train together, each on its local devices:
+            TensorFlow's `MultiWorkerMirroredStrategy` over the workers `TF_CONFIG` names;
+            under JAX, after `keras.distribution.initialize`, the devices of every process.
+            `devices` must then be None. Defaults to `False`.
 
     Yields:
         The engine: `keras.distribution.DataParallel` (JAX) or
-        `tf.distribute.MirroredStrategy` (TensorFlow).
+        `tf.distribute.MirroredStrategy` / `MultiWorkerMirroredStrategy` (TensorFlow).
     """
-    if backend.name == "tensorflow" and multi_worker:
+    if multi_worker:
         if devices is not None:
             raise ValueError(
-                "`devices` must be None with `multi_worker=True`: each worker uses its local "
-                f"devices and TF_CONFIG names the workers. Received: devices={devices!r}"
+                "`devices` must be None with `multi_worker=True`: each process uses its local "
+                "devices (TensorFlow: TF_CONFIG names the workers; JAX: "
+                f"keras.distribution.initialize names the processes). Received: devices={devices!r}"
             )
-        engine = _multi_worker_strategy()
-        with engine.scope():
-            yield engine
-        return
-    devices = _devices(devices)
-    if backend.name == "jax":
-        previous = keras.distribution.distribution()
-        engine = keras.distribution.DataParallel(devices=devices)
-        # several processes: each feeds its own examples (NumPy batches cannot be auto-sharded)
-        engine.auto_shard_dataset = False
-        keras.distribution.set_distribution(engine)
-        try:
-            yield engine
-        finally:
-            keras.distribution.set_distribution(previous)
+        block = backend.multi_worker_data_parallel()
     else:
-        engine = _mirrored_strategy(tuple(devices))
-        with engine.scope():
-            yield engine
-
-
-@functools.cache
-def _mirrored_strategy(devices):
-    """One `MirroredStrategy` per set of devices for the process: strategies created anew
-    for each block would reuse the collective ops' instance keys of earlier ones."""
-    import tensorflow as tf
-
-    return tf.distribute.MirroredStrategy(list(devices))
-
-
-@functools.cache
-def _multi_worker_strategy():
-    import tensorflow as tf
-
-    return tf.distribute.MultiWorkerMirroredStrategy()
+        block = backend.data_parallel(_devices(devices))
+    with block as engine:
+        yield engine
 
 
 def num_replicas():
@@ -120,43 +86,18 @@ def virtual_cpu_devices(count):
     """
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"`count` must be a positive int. Received: count={count!r}")
-    if backend.name == "jax":
-        saved = os.environ.get("XLA_FLAGS")
-        flags = [f for f in (saved or "").split() if _JAX_HOST_DEVICES not in f]
-        os.environ["XLA_FLAGS"] = " ".join([*flags, f"{_JAX_HOST_DEVICES}={count}"])
-        import jax
-
-        found = len(jax.devices("cpu"))
-        if found != count and saved is None:  # too late: leave the environment as it was
-            del os.environ["XLA_FLAGS"]
-        elif found != count:
-            os.environ["XLA_FLAGS"] = saved
-    else:
-        import tensorflow as tf
-
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        try:
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * count
-            )
-        except RuntimeError:
-            pass  # already initialised: the check below says whether as asked
-        found = len(tf.config.list_logical_devices("CPU"))
+    found = backend.virtual_cpu_devices(count)
     if found != count:
         raise RuntimeError(
             f"virtual_cpu_devices({count}) came too late: the {backend.name} backend already "
             f"runs with {found} CPU device(s). Call it first thing in the process (before any "
             "model is built or tensor computed), or start the process with "
-            + (
-                f"XLA_FLAGS={_JAX_HOST_DEVICES}={count}."
-                if backend.name == "jax"
-                else "the logical devices configured."
-            )
+            f"{backend.device_count_setting(count)}."
         )
 
 
 def _devices(devices):
-    available = _local_devices()
+    available = backend.local_devices()
     if devices is None:
         return available
     if isinstance(devices, int) and not isinstance(devices, bool):
@@ -164,7 +105,7 @@ def _devices(devices):
             raise ValueError(
                 f"`devices` asks for {devices} devices; this process has {len(available)}: "
                 f"{available}. To split one CPU, call tfdlgm.distribute.virtual_cpu_devices(N) "
-                f"first, or (JAX) set XLA_FLAGS={_JAX_HOST_DEVICES}=N."
+                f"first, or start the process with {backend.device_count_setting('N')}."
             )
         return available[:devices]
     if isinstance(devices, (list, tuple)) and devices and all(isinstance(d, str) for d in devices):
@@ -173,16 +114,3 @@ def _devices(devices):
         "`devices` must be None, a positive int or a non-empty list of device names. "
         f"Received: devices={devices!r}"
     )
-
-
-def _local_devices():
-    """Every local accelerator, else every CPU device, as the engine names them."""
-    if backend.name == "jax":
-        return keras.distribution.list_devices()
-    import tensorflow as tf
-
-    for kind in ("GPU", "CPU"):
-        found = tf.config.list_logical_devices(kind)
-        if found:
-            return [device.name for device in found]
-    raise RuntimeError("TensorFlow lists no GPU and no CPU device.")

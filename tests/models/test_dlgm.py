@@ -235,8 +235,9 @@ def test_paper_mnist_setup_trains_a_few_hundred_steps(mnist_path, tmp_path):
 
 def test_compiled_rank_one_log_weights_are_those_of_samples_from_q():
     """Under jit the rank-one sample `mu + R eps` once came out of another distribution than
-    `log_prob` scores (an XLA:CPU miscompile at these sizes, backend.XLA_CPU_FIX), so L_k
-    exceeded 0 nats on binary data. Under JAX eager and compiled code draw the same noise."""
+    `log_prob` scores (an XLA:CPU miscompile at these sizes, `XLA_CPU_FIX` in
+    tfdlgm/backend/jax.py), so L_k exceeded 0 nats on binary data. Under JAX eager and
+    compiled code draw the same noise."""
     model = tfdlgm.models.DLGM(
         latent_dims=(200,), hidden=(8,), covariance="rank_one", data_dim=20, seed=0
     )

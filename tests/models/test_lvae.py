@@ -9,7 +9,6 @@ from tfdlgm.distributions import diagonal_normal, precision_weighted_merge
 from tfdlgm.models.lvae import LadderVAE
 
 from ..gradients import model_gradients
-from .round_trip import assert_keras_round_trip
 
 
 @pytest.fixture
@@ -99,13 +98,6 @@ def test_warm_up_schedule_per_epoch_and_across_save_and_resume(binary_data, tmp_
         binary_data, batch_size=128, initial_epoch=2, epochs=5, verbose=0, callbacks=[KLWarmUp(4)]
     )
     assert second.history["kl_weight"] == [0.5, 0.75, 1.0]
-
-
-def test_save_load_round_trip(binary_data, tmp_path):
-    model = small_lvae(objective={"name": "iwae", "num_samples": 3})
-    model.compile(optimizer="adam")
-    model.fit(binary_data, batch_size=64, epochs=1, verbose=0)
-    assert_keras_round_trip(model, tmp_path / "lvae.keras", binary_data)
 
 
 @pytest.mark.parametrize(

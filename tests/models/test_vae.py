@@ -5,8 +5,6 @@ import pytest
 import tfdlgm
 from tfdlgm.models import VAE
 
-from .round_trip import assert_keras_round_trip
-
 
 @pytest.fixture
 def binary_data(rng):
@@ -48,16 +46,11 @@ def test_trained_bounds_are_ordered(binary_data):
     )
 
 
-def test_sample_reconstruct_encode_shapes_and_support(binary_data):
-    model = small_vae()
-    samples = model.sample(7, seed=0)
-    assert samples.shape == (7, 20) and set(np.unique(samples)) <= {0.0, 1.0}
-    means = model.sample(7, seed=0, mean=True)
+def test_mean_samples_are_the_bernoulli_probabilities():
+    """`sample(mean=True)`: the decoder's means, probabilities strictly inside (0, 1) (shapes,
+    binary samples and seeding are in test_harness.py)."""
+    means = small_vae().sample(7, seed=0, mean=True)
     assert means.shape == (7, 20) and np.all((means > 0) & (means < 1))
-    assert model.reconstruct(binary_data[:5]).shape == (5, 20)
-    (posterior,) = model.encode(binary_data[:5])
-    assert tuple(posterior.batch_shape) == (5,) and tuple(posterior.event_shape) == (3,)
-    np.testing.assert_array_equal(model.sample(4, seed=9), model.sample(4, seed=9))
 
 
 def test_gaussian_likelihood_accepts_real_data(rng):
@@ -66,21 +59,6 @@ def test_gaussian_likelihood_accepts_real_data(rng):
     model.compile(optimizer="adam")
     model.fit(x, batch_size=32, epochs=1, verbose=0)
     assert np.isfinite(model.log_likelihood(x[:4], num_samples=20)).all()
-
-
-def test_save_and_load_round_trips_give_identical_outputs(binary_data, tmp_path):
-    model = small_vae(covariance="rank_one", objective={"name": "iwae", "num_samples": 3})
-    model.compile(optimizer="adam")
-    model.fit(binary_data, batch_size=64, epochs=1, verbose=0)
-    assert_keras_round_trip(model, tmp_path / "vae.keras", binary_data)
-
-    model.save_weights(tmp_path / "vae.weights.h5")
-    fresh = VAE.from_config(model.get_config())
-    fresh.load_weights(tmp_path / "vae.weights.h5")
-    np.testing.assert_array_equal(
-        fresh.log_likelihood(binary_data[:8], 30, seed=2),
-        model.log_likelihood(binary_data[:8], 30, seed=2),
-    )
 
 
 def test_one_epoch_on_mnist_lowers_the_loss(mnist_path):

@@ -738,14 +738,15 @@ class LatentModel(keras.Model):
         check_export_supported()
         archive = ExportArchive()
         archive.track(self)
-        for name, (fn, signature, jit_compile) in self._serving_endpoints(num_samples).items():
-            add_export_endpoint(archive, name, fn, signature, jit_compile)
+        for name, (fn, signature, compiled) in self._serving_endpoints(num_samples).items():
+            add_export_endpoint(archive, name, fn, signature, compiled)
         archive.write_out(filepath, verbose=True if verbose is None else verbose)
 
     def _serving_endpoints(self, num_samples):
-        """`{name: (fn, signature, jit_compile)}`: the functions `export` serves, their
-        arguments as `(name, shape, dtype)`, each compiled by XLA where the Python method it
-        serves is (`backend.add_export_endpoint`)."""
+        """`{name: (fn, signature, compiled)}`: the functions `export` serves, their arguments
+        as `(name, shape, dtype)`, and whether the Python method each serves runs through
+        `compile_model_function` (the endpoint then compiles as it does:
+        `backend.add_export_endpoint`)."""
         x = ("x", (None, self.data_dim), "float32")
         seed = ("seed", (), "int32")
         num_examples = ("num_examples", (), "int32")

@@ -1,8 +1,8 @@
 """One of two processes that train a tiny VAE together on loopback, as two hosts would.
 
 ```bash
-KERAS_BACKEND=jax python tests/multihost_worker.py 0 PORT &    # the coordinator (chief)
-KERAS_BACKEND=jax python tests/multihost_worker.py 1 PORT
+KERAS_BACKEND=jax python tests/workers/multihost_worker.py 0 PORT &    # the coordinator (chief)
+KERAS_BACKEND=jax python tests/workers/multihost_worker.py 1 PORT
 ```
 
 JAX: `keras.distribution.initialize` (which calls `jax.distributed.initialize`) then

@@ -1,7 +1,7 @@
 """Test-only helper: `tfdlgm train ARGS...` that can be made to hang at a chosen batch.
 
 ```bash
-python tests/killable_train.py MARKER EPOCH,BATCH train --model vae ...
+python tests/workers/killable_train.py MARKER EPOCH,BATCH train --model vae ...
 ```
 
 runs `tfdlgm.cli.main(["train", ...])` with one extra callback: after batch BATCH (0-based) of

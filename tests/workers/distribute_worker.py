@@ -2,7 +2,7 @@
 fixed when the backend starts). `tests/test_distribute.py` runs it and checks what it prints:
 
 ```bash
-KERAS_BACKEND=jax python tests/distribute_worker.py     # one JSON object on the last line
+KERAS_BACKEND=jax python tests/workers/distribute_worker.py     # one JSON object on the last line
 ```
 
 For each model: the largest difference between the weights after one data-parallel SGD
@@ -88,7 +88,8 @@ def data(model, rows, seed=0):
 
 
 class StandInReplica:
-    """What `backend._replica_context` returns for replica `replica` of `REPLICAS`."""
+    """What `tfdlgm.backend.tensorflow._replica_context` returns for replica `replica` of
+    `REPLICAS`."""
 
     def __init__(self, replica):
         self.replica_id_in_sync_group = replica
@@ -100,12 +101,14 @@ class StandInReplica:
 
 def as_replica(replica, fn, *args, **kwargs):
     """`fn(*args, **kwargs)` on one device with the seeds replica `replica` would draw."""
-    saved = backend._replica_context
-    backend._replica_context = lambda: StandInReplica(replica)
+    from tfdlgm.backend import tensorflow as tensorflow_backend
+
+    saved = tensorflow_backend._replica_context
+    tensorflow_backend._replica_context = lambda: StandInReplica(replica)
     try:
         return fn(*args, **kwargs)
     finally:
-        backend._replica_context = saved
+        tensorflow_backend._replica_context = saved
 
 
 def reference_step(model, x):
@@ -178,7 +181,7 @@ def _largest_difference(a, b):
 
 
 def main(names):
-    results = {"backend": backend.name, "devices": len(tfdlgm.distribute._local_devices())}
+    results = {"backend": backend.name, "devices": len(backend.local_devices())}
     for name in names or MODELS:
         results[name] = check(name, MODELS[name])
     print(json.dumps(results))

@@ -1,7 +1,7 @@
 """Test-only helper: holds a folder with `tfdlgm.files.hold_folder` until it is killed.
 
 ```bash
-python tests/hold_folder_worker.py FOLDER MARKER
+python tests/workers/hold_folder_worker.py FOLDER MARKER
 ```
 
 takes FOLDER, writes MARKER once it holds it, and sleeps. `tfdlgm/files.py` is loaded from its
@@ -14,7 +14,7 @@ import pathlib
 import sys
 import time
 
-FILES = pathlib.Path(__file__).resolve().parents[1] / "tfdlgm" / "files.py"
+FILES = pathlib.Path(__file__).resolve().parents[2] / "tfdlgm" / "files.py"
 
 
 def main(folder, marker):
