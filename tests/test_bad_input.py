@@ -11,7 +11,9 @@ core bounds (every bad array at `elbo`, `iwae_bound`, `log_likelihood`, `reconst
 
 # ruff: noqa: E501  (the tables keep one case per line, its message in full, to be read down)
 
+import os
 import re
+import subprocess
 import sys
 import types
 
@@ -273,6 +275,36 @@ def test_a_computation_the_machine_cannot_run_is_one_line(tmp_path, capsys, monk
         "the computation failed (ResourceExhaustedError: OOM when allocating tensor): the "
         "machine ran out of memory"
     )
+
+
+# `tfdlgm train --logdir logs` in a process whose files may not grow past 4,000 bytes
+# (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write fails with EFBIG as on a full disk).
+_EVENTS_OVER_THE_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))
+from tfdlgm.cli import main
+sys.exit(main(["train", "--model", "fa", "--latent-dims", "2", "--epochs", "2",
+               "--train-examples", "50", "--validation-examples", "10", "--logdir", "logs"]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="RLIMIT_FSIZE is POSIX")
+def test_an_events_file_over_a_size_limit_is_one_line(tmp_path):
+    pytest.importorskip("tensorboard")
+    process = subprocess.run(
+        [sys.executable, "-c", _EVENTS_OVER_THE_LIMIT],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert process.returncode == 1, process.stderr[-3000:]
+    assert "Traceback" not in process.stderr, process.stderr[-3000:]
+    errors = [line for line in process.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, process.stderr[-3000:]
+    assert errors[0].startswith("tfdlgm train: error: a file could not be written (logs/"), errors
+    assert "File too large" in errors[0] and "raise the file-size limit" in errors[0], errors
 
 
 def test_bad_files_given_to_the_command_line(c, capsys):

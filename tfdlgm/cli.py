@@ -111,7 +111,8 @@ def _machine_errors() -> tuple[type[BaseException], ...]:
 
 def _machine_error_message(error, limit=300):
     """`error`'s first line, without TensorFlow's `{{function_node ...}}` prefix, cut at `limit`
-    characters; with a hint where the machine ran out of memory."""
+    characters; with a hint where the machine ran out of memory or of file space (TensorFlow's
+    event writer reports a full disk or a file-size limit as an `OutOfRangeError`)."""
     lines = str(error).strip().splitlines() or [""]
     text = re.sub(r"\{\{[^}]*\}\}\s*", "", lines[0])
     text = text if len(text) <= limit else f"{text[: limit - 3]}..."
@@ -124,6 +125,8 @@ def _machine_error_message(error, limit=300):
         if out_of_memory
         else ""
     )
+    if re.search(r"File too large|No space left on device|Disk quota exceeded", text):
+        return f"a file could not be written ({text}): free space or raise the file-size limit"
     return f"the computation failed ({type(error).__name__}: {text}){hint}"
 
 
