@@ -35,6 +35,8 @@ SIZES = (
     ("num_samples=50)", "num_samples=5)"),
     ("[:1000]", "[:20]"),
     ("steps=100,", "steps=2,"),
+    ("epochs=100, batch_size=100", "epochs=1, batch_size=100"),
+    ("num_samples=1000)", "num_samples=10)"),
 )
 
 _HEADING = re.compile(r"^## (.*)$", re.MULTILINE)
