@@ -162,6 +162,8 @@ def markdown(report):
         f"{report['seconds']['pseudo_gibbs']} |",
         f"| Metropolis-within-Gibbs (Mattei & Frellsen) | {ll['metropolis_within_gibbs']:.2f} | "
         f"{rate:.3f} | {report['seconds']['metropolis_within_gibbs']} |",
+        f"| importance sampling, K = {IMPORTANCE_SAMPLES} (Mattei & Frellsen 2019) | "
+        f"{ll['importance']:.2f} | | {report['seconds']['importance']} |",
         "",
         "![imputation](imputation.png)",
         "",
