@@ -7,8 +7,9 @@ jobs cannot wait for that first use:
 - the XLA flag below must be in the environment before JAX starts its CPU client;
 - the model classes must be registered with Keras' serialisation whenever Keras can load a
   model, so that `import tfdlgm` then `keras.saving.load_model("vae.keras")` works: once Keras
-  is imported (or right away if it already is), `tfdlgm.models` is imported, which registers
-  them (`keras.saving.register_keras_serializable`).
+  is imported (or right away if it already is), and no tfdlgm module is part way through its
+  own import, `tfdlgm.models` is imported, which registers them
+  (`keras.saving.register_keras_serializable`).
 """
 
 import importlib
@@ -59,16 +60,20 @@ def avoid_xla_cpu_miscompile() -> None:
 
 
 class _RegisterModelsAfterKeras(importlib.abc.MetaPathFinder):
-    """Imports `tfdlgm.models` as soon as the module `keras` has been executed.
+    """Imports `tfdlgm.models` once Keras has been imported and no module of tfdlgm is part way
+    through its own import.
 
-    It finds nothing itself: for `keras`, it asks the other finders for the spec and wraps its
-    loader's `exec_module`. A bare `importlib.util.find_spec("keras")` (TensorFlow makes
-    several) executes nothing, so it triggers nothing; the finder leaves `sys.meta_path` once
-    Keras has been executed.
+    It finds nothing itself: for `keras` and for tfdlgm's submodules it asks the other finders
+    for the spec and wraps its loader's `exec_module`, so that after each such module has
+    executed it imports `tfdlgm.models` if both hold. The second condition keeps the import
+    from being circular: where a tfdlgm module (`tfdlgm.backend`, say) imports Keras, the
+    models are imported once that module, and every tfdlgm module importing it, has finished.
+    A bare `importlib.util.find_spec("keras")` (TensorFlow makes several) executes nothing, so
+    it triggers nothing; the finder leaves `sys.meta_path` once the models are imported.
     """
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
+        if fullname != "keras" and not fullname.startswith("tfdlgm."):
             return None
         sys.meta_path.remove(self)
         try:
@@ -81,12 +86,22 @@ class _RegisterModelsAfterKeras(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             execute(module)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            importlib.import_module(MODELS_MODULE)
+            self._register_if_ready(executed=fullname)
 
         spec.loader.exec_module = exec_module
         return spec
+
+    def _register_if_ready(self, executed):
+        if "keras" not in sys.modules or self not in sys.meta_path:
+            return
+        if any(
+            getattr(getattr(module, "__spec__", None), "_initializing", False)
+            for name, module in list(sys.modules.items())
+            if name.startswith("tfdlgm.") and name != executed
+        ):
+            return  # a tfdlgm module is still importing: the last one to finish registers
+        sys.meta_path.remove(self)
+        importlib.import_module(MODELS_MODULE)
 
 
 def register_models_with_keras() -> None:
