@@ -504,7 +504,7 @@ def _assert_holds(folder, model):
 def test_a_save_that_fails_before_its_metadata_leaves_the_old_preset(tmp_path, monkeypatch):
     old, new = _tiny(seed=0), _tiny(seed=1)
     folder = zoo.save_preset(old, tmp_path / "tiny", {"optimizer": "adam"}, {}, "# old\n")
-    real_write_json = zoo._write_json
+    real_write_json = zoo.write_json
 
     def failing(path, value):
         if path.name == zoo.METADATA_FILE:  # the weights, card and config are written by now
@@ -512,7 +512,7 @@ def test_a_save_that_fails_before_its_metadata_leaves_the_old_preset(tmp_path, m
             raise OSError(28, "No space left on device")
         real_write_json(path, value)
 
-    monkeypatch.setattr(zoo, "_write_json", failing)
+    monkeypatch.setattr(zoo, "write_json", failing)
     with pytest.raises(OSError, match="No space left"):
         zoo.save_preset(new, folder, {"optimizer": "adam"}, {}, "# new\n")
     monkeypatch.undo()

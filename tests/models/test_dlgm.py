@@ -236,7 +236,7 @@ def test_paper_mnist_setup_trains_a_few_hundred_steps(mnist_path, tmp_path):
 def test_compiled_rank_one_log_weights_are_those_of_samples_from_q():
     """Under jit the rank-one sample `mu + R eps` once came out of another distribution than
     `log_prob` scores (an XLA:CPU miscompile at these sizes, `XLA_CPU_FIX` in
-    tfdlgm/backend/jax.py), so L_k exceeded 0 nats on binary data. Under JAX eager and
+    tfdlgm/startup.py), so L_k exceeded 0 nats on binary data. Under JAX eager and
     compiled code draw the same noise."""
     model = tfdlgm.models.DLGM(
         latent_dims=(200,), hidden=(8,), covariance="rank_one", data_dim=20, seed=0
@@ -247,7 +247,7 @@ def test_compiled_rank_one_log_weights_are_those_of_samples_from_q():
         return
     compiled = model._compiled("log_weights", model._log_weights_batch, batch_axis=1)
     with model._seeded(0):
-        fast = ops.convert_to_numpy(compiled(ops.convert_to_tensor(x), 4))
+        fast = ops.convert_to_numpy(compiled(ops.convert_to_tensor(x), 4, False))
     with model._seeded(0):
-        slow = ops.convert_to_numpy(model._log_weights_batch(ops.convert_to_tensor(x), 4))
+        slow = ops.convert_to_numpy(model._log_weights_batch(ops.convert_to_tensor(x), 4, False))
     np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-3)
