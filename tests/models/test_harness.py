@@ -33,6 +33,24 @@ def block(inputs, width, layers, batch_norm):
 
 
 D = DATA_DIM
+
+
+def ladder_vae(second_input, batch_norm):
+    """The parameters of the harness' two-layer Ladder VAE (hidden 8, 4; latents 3, 2): the
+    bottom-up blocks and their Gaussians, the top-down block and its Gaussian, the decoder
+    block and the logits; `second_input` is the width the second bottom-up block reads."""
+    return (
+        block(D, 8, 2, batch_norm)
+        + 2 * dense(8, 3)
+        + block(second_input, 4, 2, batch_norm)
+        + 2 * dense(4, 2)
+        + block(2, 8, 2, batch_norm)
+        + 2 * dense(8, 3)
+        + block(3, 8, 2, batch_norm)
+        + dense(8, D)
+    )
+
+
 # name: (class, arguments, the trainable parameter count the architecture implies)
 CASES = {
     "vae": (
@@ -73,28 +91,13 @@ CASES = {
             "hidden": (8, 4),
             "objective": {"name": "iwae", "num_samples": 3},
         },
-        # bottom-up blocks and Gaussians, the top-down block and prior Gaussian, decoder, logits
-        block(D, 8, 2, True)
-        + 2 * dense(8, 3)
-        + block(8, 4, 2, True)
-        + 2 * dense(4, 2)
-        + block(2, 8, 2, True)
-        + 2 * dense(8, 3)
-        + block(3, 8, 2, True)
-        + dense(8, D),
+        ladder_vae(second_input=8, batch_norm=True),
     ),
     "hierarchical-vae": (
         models.LadderVAE,
         {"latent_dims": (3, 2), "hidden": (8, 4), "ladder": False, "batch_norm": False},
-        # as the ladder, but the second bottom-up block reads z_1, not d_1
-        block(D, 8, 2, False)
-        + 2 * dense(8, 3)
-        + block(3, 4, 2, False)
-        + 2 * dense(4, 2)
-        + block(2, 8, 2, False)
-        + 2 * dense(8, 3)
-        + block(3, 8, 2, False)
-        + dense(8, D),
+        # as the ladder, but the second bottom-up block reads z_1 (3 units), not d_1 (8)
+        ladder_vae(second_input=3, batch_norm=False),
     ),
     "factor-analysis": (
         models.FactorAnalysis,
