@@ -639,6 +639,24 @@ def test_the_schedule_and_the_stages_are_functions_of_the_epoch():
     ]
 
 
+def test_a_fine_tuning_stage_may_train_on_another_split_and_the_record_says_which_epochs():
+    train = _train_tool()
+    recipe = train.read_recipe("vae-mnist")  # fine-tuning from epoch 4,000
+    recipe["fine_tune"] = {**recipe["fine_tune"], "split": "train+validation"}
+    assert (train.split_of(recipe), train.split_of(recipe, True)) == ("train", "train+validation")
+    before, after = train.data_record(recipe, 4000), train.data_record(recipe, 4001)
+    assert (before["split"], before["examples"]) == ("train", 50_000)
+    assert (after["split"], after["examples"]) == ("train+validation", 60_000)
+    assert "for epochs 1-4,000; then all 60,000" in after["description"]
+    assert "from epoch 4,001" in after["description"]
+    figures = zoo.metadata("vae-mnist")["figures"]
+    card = train.card_text(recipe, train.training_record(recipe, 4001, 60.0), figures, 1)
+    assert 'tfdlgm.datasets.mnist("train+validation"' in card
+    assert "the validation images were, once every choice" in card
+    no_split = train.read_recipe("vae-mnist")  # without `fine_tune.split`: the recipe's own
+    assert train.data_record(no_split, 4327) == train.DATASETS["mnist"]["records"]["train"]
+
+
 def test_a_fine_tuning_stage_keeps_the_weights_and_takes_the_objective_and_rate():
     train = _train_tool()
     recipe = {
@@ -774,7 +792,7 @@ def test_a_recipe_on_train_and_validation_trains_on_them_and_says_so(mnist_path)
     train = _train_tool()
     recipe = {**train.read_recipe("vae-mnist"), "split": "train+validation"}
     assert len(train.training_data(recipe)) == 600  # 60,000 images, batches of 100
-    record = train.data_record(recipe)
+    record = train.data_record(recipe, 10)
     assert record["split"] == "train+validation" and record["examples"] == 60_000
     figures = zoo.metadata("vae-mnist")["figures"]
     card = train.card_text(recipe, train.training_record(recipe, 10, 60.0), figures, 1)

@@ -14,7 +14,9 @@ split; metadata.json and the card say which), the model (registered class name a
 optimizer, the batch size, the learning rate by epoch (`learning_rates`, `[[from_epoch, rate],
 ...]`, piecewise constant: the schedule the shipped preset followed), the KL warm-up, the epoch
 from which `fine_tune` trains on another objective (the importance-weighted bound, as Sønderby
-et al. 2016 fine-tune), the total `epochs`, and the texts and citation of the card. Since the
+et al. 2016 fine-tune; DReG's gradient of it, `"gradient": "dreg"`) and, where it says so, on
+another split (`fine_tune.split`: a fit that chose its recipe on the validation split goes on
+over all 60,000 images), the total `epochs`, and the texts and citation of the card. Since the
 rate and the objective are functions of the epoch alone, a run may be cut into pieces
 (`--epochs`, `--max-minutes`, `--resume`, `--continue`) and still follow the recipe:
 `tools/train.py NAME` with no flags reproduces the preset. A recipe with `"method": "em"`
@@ -258,14 +260,35 @@ def dataset_of(recipe: dict) -> str:
     return recipe.get("data", "mnist")
 
 
-def split_of(recipe: dict) -> str:
-    """The split a recipe trains on (`recipe["split"]`, default "train")."""
-    return recipe.get("split", "train")
+def split_of(recipe: dict, fine_tune: bool = False) -> str:
+    """The split a recipe's stage trains on: `recipe["split"]` (default "train"), or in the
+    fine-tuning stage `fine_tune.split` where the recipe gives one."""
+    split = recipe.get("split", "train")
+    return recipe["fine_tune"].get("split", split) if fine_tune else split
 
 
-def data_record(recipe: dict) -> dict:
-    """What metadata.json records of the examples the recipe's weights saw."""
-    return DATASETS[dataset_of(recipe)]["records"][split_of(recipe)]
+def final_split(recipe: dict, epochs: int) -> str:
+    """The split of the last stage a run of `epochs` epochs reached."""
+    tuned = bool(recipe.get("fine_tune")) and epochs > recipe["fine_tune"]["from_epoch"]
+    return split_of(recipe, tuned)
+
+
+def data_record(recipe: dict, epochs: int) -> dict:
+    """What metadata.json records of the examples the weights of a run of `epochs` epochs saw:
+    the last stage's split (each split holds the one before: "train+validation" holds
+    "train"), and when the stages' splits differ, which epochs saw which."""
+    records = DATASETS[dataset_of(recipe)]["records"]
+    first, last = split_of(recipe), final_split(recipe, epochs)
+    if first == last:
+        return records[last]
+    boundary = recipe["fine_tune"]["from_epoch"]
+    return {
+        **records[last],
+        "description": (
+            f"{records[first]['description']}, for epochs 1-{boundary:,}; then "
+            f"{records[last]['description']}, from epoch {boundary + 1:,}"
+        ),
+    }
 
 
 def validation_diagnostics(recipe: dict, every: int):
@@ -275,10 +298,10 @@ def validation_diagnostics(recipe: dict, every: int):
     return tfdlgm.callbacks.LatentDiagnostics(x, every=every, num_samples=50, seed=0)
 
 
-def training_data(recipe: dict):
-    """The recipe's training split, drawn anew each epoch (seed 0)."""
+def training_data(recipe: dict, fine_tune: bool = False):
+    """The training split of the recipe's stage (`split_of`), drawn anew each epoch (seed 0)."""
     loader = getattr(tfdlgm.datasets, DATASETS[dataset_of(recipe)]["loader"])
-    return loader(split_of(recipe), batch_size=recipe["batch_size"], seed=0)
+    return loader(split_of(recipe, fine_tune), batch_size=recipe["batch_size"], seed=0)
 
 
 def checkpoint_dir(recipe, args, fine_tune: bool) -> pathlib.Path:
@@ -296,7 +319,7 @@ def train_stage(recipe, stage, model, args, clock, stop):
         callbacks.append(validation_diagnostics(recipe, args.validate_every))
     model = training.train(
         model,
-        training_data(recipe),
+        training_data(recipe, stage["fine_tune"]),
         epochs=stage["end"],
         logdir=pathlib.Path(args.workdir) / "logs" / checkpoints.name,
         checkpoint_dir=checkpoints,
@@ -396,7 +419,7 @@ def write_preset(model, recipe, record, ll_examples, out):
         card_text=card_text(recipe, record, figures, _parameters(model)),
         name=recipe["name"],
         protocol=evaluation.protocol_text(figures["log_likelihood_examples"], dataset),
-        data=data_record(recipe),
+        data=data_record(recipe, record["epochs"]),
     )
     return figures
 
@@ -453,10 +476,11 @@ def card_text(recipe, record, figures, parameters) -> str:
     dataset = dataset_of(recipe)
     data = DATASETS[dataset]
     word = data["examples_word"]
-    seen = data_record(recipe)
+    seen = data_record(recipe, record["epochs"])
+    split = final_split(recipe, record["epochs"])
     held_out = (
         f"The validation and test {word} were never trained on."
-        if split_of(recipe) == "train"
+        if split == "train"
         else f"The test {word} were never trained on; the validation {word} were, once every "
         "choice of the recipe had been made on them."
     )
@@ -514,7 +538,7 @@ model.fit({loader}("train"), epochs=1)   # fine-tune with plain Keras
 
 ## Training data
 
-{seen["description"]} (`{loader}("{split_of(recipe)}", {data["draw"]}, \
+{seen["description"]} (`{loader}("{split}", {data["draw"]}, \
 batch_size={recipe["batch_size"]}, seed=0)`). {held_out}
 
 ## Training procedure
@@ -620,13 +644,14 @@ def parse(argv=None):
         parser.error(f"--validate-every must be a positive epoch count, got {args.validate_every}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be positive, got {args.epochs}")
-    split = split_of(read_recipe(args.name))
-    if split not in tfdlgm.datasets.TRAINING_SPLITS:
-        parser.error(
-            f'{args.name}\'s recipe trains on "split": {split!r}; it must be one of '
-            f"{', '.join(tfdlgm.datasets.TRAINING_SPLITS)}"
-        )
-    em = read_recipe(args.name).get("method") == "em"
+    recipe = read_recipe(args.name)
+    for split in {split_of(recipe), split_of(recipe, bool(recipe.get("fine_tune")))}:
+        if split not in tfdlgm.datasets.TRAINING_SPLITS:
+            parser.error(
+                f'{args.name}\'s recipe trains on "split": {split!r}; it must be one of '
+                f"{', '.join(tfdlgm.datasets.TRAINING_SPLITS)}"
+            )
+    em = recipe.get("method") == "em"
     if em and (args.epochs or args.resume or args.continue_ or args.start or args.max_minutes):
         parser.error(
             f"{args.name} is fitted by EM in one go: no --epochs, --resume, --continue, "
