@@ -45,6 +45,7 @@ class Table:
         header: list of str or None: a `.csv` file's column names, as written.
         cells: list of lists of str or None: a `.csv` file's cell texts, row by row.
         lines: list of int or None: the line of a `.csv` file each row of `values` was on.
+        line_end: str, a `.csv` file's line ending (`"\n"` or `"\r\n"`), kept when written.
     """
 
     path: pathlib.Path
@@ -52,6 +53,7 @@ class Table:
     header: list[str] | None = None
     cells: list[list[str]] | None = None
     lines: list[int] | None = None
+    line_end: str = "\n"
 
     @property
     def missing(self) -> np.ndarray:
@@ -112,8 +114,10 @@ def read_table(path: str | pathlib.Path) -> Table:
 
 def _read_csv(path):
     try:
-        # "-sig" drops the byte-order mark spreadsheets write before the first cell.
-        text = path.read_text(encoding="utf-8-sig")
+        # "-sig" drops the byte-order mark spreadsheets write before the first cell; newline=""
+        # keeps the line endings (to write them back) and the line breaks inside quoted cells.
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path} is not a UTF-8 text file ({error.reason} at byte {error.start})"
@@ -143,7 +147,8 @@ def _read_csv(path):
         header, rows, lines = rows[0], rows[1:], lines[1:]
         if not rows:
             raise ValueError(f"{path} holds a header and no rows of numbers")
-    table = Table(path, np.empty((len(rows), len(rows[0]))), header, rows, lines)
+    line_end = "\r\n" if "\r\n" in text else "\n"
+    table = Table(path, np.empty((len(rows), len(rows[0]))), header, rows, lines, line_end)
     for i, row in enumerate(rows):
         for j, cell in enumerate(row):
             value = _number(cell)
@@ -242,9 +247,11 @@ def _write(path, like, content):
         files.atomic_write(path, save)
         return
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
+    writer = csv.writer(text, lineterminator=like.line_end)
     if like.header is not None:
         writer.writerow(like.header)
     writer.writerows(content)
     value = text.getvalue()
-    files.atomic_write(path, lambda temporary: temporary.write_text(value, encoding="utf-8"))
+    files.atomic_write(
+        path, lambda temporary: temporary.write_text(value, encoding="utf-8", newline="")
+    )
