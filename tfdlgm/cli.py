@@ -8,6 +8,7 @@ tfdlgm train --model vae --latent-dims 50 --hidden 200,200 --epochs 10 \\
 tfdlgm eval vae.keras --k 5000 --examples 1000   # the protocol table on the test split
 tfdlgm sample vae-mnist -n 64 -o samples.png
 tfdlgm impute vae.keras --mask bottom-half -o completed.png
+tfdlgm impute table.keras --input my_table.csv   # -> my_table.imputed.csv, ...-variance.csv
 tfdlgm export vae-mnist served                   # a TensorFlow SavedModel (LatentModel.export)
 tfdlgm --backend jax train ...                   # any verb under JAX
 ```
@@ -33,6 +34,9 @@ any work starts (`_check_output`). `train --checkpoint-dir DIR` owns DIR for the
 (`tfdlgm.files.hold_folder`), refuses a DIR that holds a checkpoint unless `--resume` or
 `--overwrite`, and with `--resume` takes the model from the checkpoint: the flags that
 describe the model may be omitted, and those given must agree with it (docs/reliability.md).
+
+`impute --input FILE` reads and writes the table through `tfdlgm.tables`; it refuses an output
+that exists unless `--overwrite`, and one that is the input always.
 """
 
 from __future__ import annotations
