@@ -88,12 +88,12 @@ def read_table(path: str | pathlib.Path) -> Table:
             row with no observed entry.
     """
     path = pathlib.Path(path)
-    if path.suffix.lower() not in SUFFIXES:
+    if path.suffix not in SUFFIXES:
         raise ValueError(f"{path}: a table must be a .csv or .npy file")
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "no such file"
         raise ValueError(f"{path}: {what}")
-    table = _read_csv(path) if path.suffix.lower() == ".csv" else _read_npy(path)
+    table = _read_csv(path) if path.suffix == ".csv" else _read_npy(path)
     if table.values.size == 0:
         raise ValueError(f"{path} holds no entries (shape {table.values.shape})")
     infinite = np.isinf(table.values)
@@ -174,7 +174,12 @@ def _number(cell):
 
 def _read_npy(path):
     try:
-        values = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            content = f.read()
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read: {error.strerror}") from error
+    try:
+        values = np.load(io.BytesIO(content), allow_pickle=False)
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
         raise ValueError(
             f"{path} is not a NumPy .npy file ({type(error).__name__}: {error})"
