@@ -4,7 +4,8 @@ One table, one row per case: wrong shape, dtype, NaN, inf, values outside the li
 support, an empty batch, absurd sizes, wrong types and unknown names, for the model
 constructors, the bounds, `sample`, `active_units`, `impute`, `datasets.mnist`, `zoo.load`,
 `training.train`, `evaluation.evaluate_protocol` and the command line (in process:
-`tfdlgm.cli.main`, its exit status and its one line on stderr). The bad-data table of the
+`tfdlgm.cli.main`, its exit status and its one line on stderr; the bad tables given to
+`tfdlgm impute --input` are in `test_impute_files.py`). The bad-data table of the
 core bounds (every bad array at `elbo`, `iwae_bound`, `log_likelihood`, `reconstruct`,
 `encode`) is in `test_validation.py`, beside the property-based tests of the validators.
 """
@@ -229,6 +230,15 @@ CLI_CASES = [
     ("sample n -1", ["sample", "vae-mnist", "-n", "-1", "-o", "x.png"], 2, "argument -n: must be a positive int, got '-1'"),
     ("impute mask out of range", ["impute", "vae-mnist", "--mask", "random:1.5", "-o", "x.png"], 2, r"must be bottom-half or random:P with 0 < P < 1 .*got 'random:1.5'"),
     ("impute unknown method", ["impute", "vae-mnist", "--method", "gibbs", "-o", "x.png"], 2, "argument --method: invalid choice: 'gibbs'"),
+    ("impute input and mask", ["impute", "vae-mnist", "--input", "t.csv", "--mask", "bottom-half"], 2, "argument --mask: not allowed with argument --input"),
+    ("impute input not a table", ["impute", "vae-mnist", "--input", "t.txt"], 2, r"argument --input: must be a .csv or .npy file name, got 't.txt'"),
+    ("impute mask without output", ["impute", "vae-mnist", "--mask", "bottom-half"], 2, "tfdlgm impute: error: -o/--output is required with --mask: the PNG file to write"),
+    ("impute samples for a chain", ["impute", "vae-mnist", "--method", "pseudo_gibbs", "--num-samples", "10", "-o", "x.png"], 2, "--num-samples applies to --method importance only; this run does not use it"),
+    ("impute steps for importance", ["impute", "vae-mnist", "--input", "t.csv", "--steps", "5"], 2, r"--steps applies to a chain method \(pseudo_gibbs, metropolis_within_gibbs\) only"),
+    ("impute examples for a table", ["impute", "vae-mnist", "--input", "t.csv", "--examples", "5"], 2, r"--examples applies to --mask \(MNIST test images\) only"),
+    ("impute chains for images", ["impute", "vae-mnist", "--num-chains", "4", "-o", "x.png"], 2, "--num-chains applies to --input with a chain method only"),
+    ("impute overwrite for images", ["impute", "vae-mnist", "--overwrite", "-o", "x.png"], 2, "--overwrite applies to --input only"),
+    ("impute one chain for a table", ["impute", "vae-mnist", "--input", "t.csv", "--method", "pseudo_gibbs", "--num-chains", "1"], 2, "argument --num-chains: must be an int >= 2, got '1'"),
     ("zoo card unknown", ["zoo", "card", "nope"], 1, "tfdlgm zoo card: error: Unknown preset 'nope'"),
 ]  # fmt: skip
 

@@ -8,6 +8,7 @@ tfdlgm train --model vae --latent-dims 50 --hidden 200,200 --epochs 10 \\
 tfdlgm eval vae.keras --k 5000 --examples 1000   # the protocol table on the test split
 tfdlgm sample vae-mnist -n 64 -o samples.png
 tfdlgm impute vae.keras --mask bottom-half -o completed.png
+tfdlgm impute table.keras --input my_table.csv   # -> my_table.imputed.csv, ...-variance.csv
 tfdlgm export vae-mnist served                   # a TensorFlow SavedModel (LatentModel.export)
 tfdlgm --backend jax train ...                   # any verb under JAX
 ```
@@ -33,6 +34,9 @@ any work starts (`_check_output`). `train --checkpoint-dir DIR` owns DIR for the
 (`tfdlgm.files.hold_folder`), refuses a DIR that holds a checkpoint unless `--resume` or
 `--overwrite`, and with `--resume` takes the model from the checkpoint: the flags that
 describe the model may be omitted, and those given must agree with it (docs/reliability.md).
+
+`impute --input FILE` reads and writes the table through `tfdlgm.tables`; it refuses an output
+that exists unless `--overwrite`, and one that is the input always.
 """
 
 from __future__ import annotations
@@ -46,7 +50,10 @@ import sys
 import zipfile
 
 BACKENDS = ("tensorflow", "jax")
-IMPUTATION_METHODS = ("pseudo_gibbs", "metropolis_within_gibbs")
+IMPUTATION_METHODS = ("importance", "pseudo_gibbs", "metropolis_within_gibbs")
+# `impute`'s defaults, filled in after parsing: each applies to some modes and methods only
+# (`_check_impute_flags`).
+IMPUTATION_DEFAULTS = {"num_samples": 1000, "steps": 100, "num_chains": 10, "examples": 16}
 _RESTARTED = "_TFDLGM_CLI_RESTARTED"  # set in the environment of the restarted command
 # TensorFlow's C++ log level unless the user set one: 3 keeps its INFO, WARNING and ERROR lines
 # (such as `failed call to cuInit` on a machine without a GPU) off the terminal; its errors
@@ -253,18 +260,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     impute = verbs.add_parser(
         "impute",
-        help="complete masked test images",
-        description="Masks test images, completes them by a Markov chain and writes a PNG: "
-        "rows of originals, masked inputs (missing pixels in blue), completions.",
+        help="complete your table, or masked test images",
+        description="With --input FILE: completes the missing entries (NaN or empty cells) of "
+        "a .csv or .npy table and writes the completed table (the predictive mean at missing "
+        "entries, observed entries as given) and the predictive variances beside it, or to "
+        "-o and its -variance twin. With --mask: masks MNIST test images, completes them and "
+        "writes a PNG: rows of originals, masked inputs (missing pixels in blue), completions.",
     )
     _add_model_argument(impute)
-    impute.add_argument(
-        "--mask", type=_mask, default="bottom-half", help="bottom-half or random:P (P missing)"
+    given = impute.add_mutually_exclusive_group()
+    given.add_argument(
+        "--input",
+        metavar="FILE",
+        type=_file_name(".csv", ".npy"),
+        help="your table: .csv (an optional header row) or .npy; NaN or empty = missing",
     )
-    impute.add_argument("--method", choices=IMPUTATION_METHODS, default="pseudo_gibbs")
-    impute.add_argument("--steps", type=_positive_int, default=100, help="default: 100")
-    impute.add_argument("--examples", type=_positive_int, default=16, help="default: 16")
-    impute.add_argument("-o", "--output", type=_png_file, required=True, help="the PNG file")
+    given.add_argument(
+        "--mask", type=_mask, help="MNIST test images: bottom-half (default) or random:P"
+    )
+    impute.add_argument(
+        "--method",
+        choices=IMPUTATION_METHODS,
+        help="default: importance with --input, pseudo_gibbs with --mask",
+    )
+    impute.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        help=f"importance samples per row; default: {IMPUTATION_DEFAULTS['num_samples']}",
+    )
+    impute.add_argument(
+        "--steps",
+        type=_positive_int,
+        help=f"steps of a chain; default: {IMPUTATION_DEFAULTS['steps']}",
+    )
+    impute.add_argument(
+        "--num-chains",
+        type=_number(int, lambda value: value >= 2, "an int >= 2"),
+        help="--input, a chain: chains per row, whose spread gives the variance; default: "
+        f"{IMPUTATION_DEFAULTS['num_chains']}",
+    )
+    impute.add_argument(
+        "--examples",
+        type=_positive_int,
+        help=f"--mask: test images; default: {IMPUTATION_DEFAULTS['examples']}",
+    )
+    impute.add_argument(
+        "-o",
+        "--output",
+        help="--mask: the PNG file (required); --input: the completed table, default "
+        "NAME.imputed.csv (.npy) beside the input, variances in NAME.imputed-variance.csv",
+    )
+    impute.add_argument(
+        "--overwrite", action="store_true", help="--input: replace existing output files"
+    )
     impute.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
     impute.set_defaults(command="impute", run=_impute)
 
@@ -557,6 +605,47 @@ def _export(args):
 
 
 def _impute(args):
+    _check_impute_flags(args)
+    return _impute_images(args) if args.input is None else _impute_table(args)
+
+
+def _check_impute_flags(args):
+    """Refuses the flags the mode (--input or --mask) or the method does not use, then fills
+    in the defaults of the others."""
+    table = args.input is not None
+    if args.method is None:
+        args.method = "importance" if table else "pseudo_gibbs"
+    chain = args.method != "importance"
+    takes = {
+        "examples": (not table, "--mask (MNIST test images)"),
+        "overwrite": (table, "--input"),
+        "num_chains": (table and chain, "--input with a chain method"),
+        "num_samples": (not chain, "--method importance"),
+        "steps": (chain, "a chain method (pseudo_gibbs, metropolis_within_gibbs)"),
+    }
+    for option, (applies, where) in takes.items():
+        if not applies and getattr(args, option) not in (None, False):
+            flag = f"--{option.replace('_', '-')}"
+            raise CommandError(f"{flag} applies to {where} only; this run does not use it", 2)
+        if applies and getattr(args, option) is None:
+            setattr(args, option, IMPUTATION_DEFAULTS[option])
+    if not table:
+        if args.output is None:
+            raise CommandError("-o/--output is required with --mask: the PNG file to write", 2)
+        try:
+            _png_file(args.output)
+        except argparse.ArgumentTypeError as error:
+            raise CommandError(f"argument -o/--output: {error}", 2) from error
+
+
+def _imputation_options(args):
+    """`impute`'s keyword arguments for the method: K samples, or the chains' steps."""
+    if args.method == "importance":
+        return {"num_samples": args.num_samples}
+    return {"steps": args.steps}
+
+
+def _impute_images(args):
     import numpy as np
 
     from tfdlgm import images
@@ -566,20 +655,97 @@ def _impute(args):
     model = _load_model(args.model)
     shape = _image_shape(model)
     x = _mnist_examples(model, "test", args.examples)
-    kind, missing_fraction = args.mask
+    kind, missing_fraction = args.mask or _mask("bottom-half")
     if kind == "bottom-half":
         mask = imputation.bottom_rows_mask(x.shape, rows=shape[0] // 2, image_shape=shape)
     else:
         mask = np.random.default_rng(args.seed).uniform(size=x.shape) >= missing_fraction
     masked = np.where(mask, x, np.nan)
-    result = model.impute(masked, mask, method=args.method, steps=args.steps, seed=args.seed)
+    result = model.impute(
+        masked, mask, method=args.method, seed=args.seed, **_imputation_options(args)
+    )
     images.save_grid(np.stack([x, masked, result.completed]), args.output, image_shape=shape)
-    rate = result.acceptance_rate
-    accepted = "" if rate is None else f", acceptance rate {rate:.2f}"
     print(
-        f"{len(x)} test images completed ({args.method}, {args.steps} steps{accepted}); rows: "
+        f"{len(x)} test images completed ({_imputation_summary(args, result)}); rows: "
         f"original, masked, completed, written to {args.output}"
     )
+
+
+def _impute_table(args):
+    """Completes the missing entries of the table `--input` (`tfdlgm.tables`): the rows with a
+    missing entry go to `model.impute`; the completed table holds the predictive mean E[x_m |
+    x_o], the variance file Var[x_m | x_o] (0 at observed entries)."""
+    import numpy as np
+
+    from tfdlgm import tables, validation
+
+    table = tables.read_table(args.input)
+    outputs = tables.output_paths(args.input, args.output)
+    option = "-o" if args.output else "output"
+    for path in outputs:
+        if path.suffix != table.path.suffix:
+            raise CommandError(
+                f"-o {args.output}: the output is written as the input is, so it needs the "
+                f"input's suffix {table.path.suffix}",
+                2,
+            )
+        _check_output(path, option)
+        if path.exists() and path.samefile(table.path):
+            raise CommandError(f"{option}: {path} is the input table; choose another -o")
+        if path.exists() and not args.overwrite:
+            raise CommandError(f"{option}: {path} exists; pass --overwrite to replace it")
+    model = _load_model(args.model)
+    rows, columns = table.values.shape
+    if columns != model.data_dim:
+        raise CommandError(
+            f"{args.input} has {columns} columns; the model {args.model} takes "
+            f"data_dim={model.data_dim}"
+        )
+    missing = table.missing
+    try:  # the observed entries in the model's support, complete rows included
+        validation.check_missing_data(
+            table.values, ~missing, model.data_dim, model.support, require_missing=False
+        )
+    except ValueError as error:
+        raise CommandError(f"{args.input} does not fit the model {args.model}: {error}") from error
+    gaps = missing.any(axis=1)  # the rows to impute
+    print(
+        f"{args.input}: {rows:,} rows x {columns} columns, {int(missing.sum()):,} missing "
+        f"entries in {int(gaps.sum()):,} rows"
+    )
+    mean, variance = table.values.copy(), np.zeros(table.values.shape)
+    if gaps.any():
+        options = _imputation_options(args)
+        if args.method != "importance":
+            options["num_chains"] = args.num_chains
+        result = model.impute(
+            table.values[gaps], ~missing[gaps], method=args.method, seed=args.seed, **options
+        )
+        mean[gaps], variance[gaps] = result.mean, result.variance
+        print(f"Imputed by {_imputation_summary(args, result)}")
+    else:
+        print("Nothing was missing: the outputs are the input and zero variances")
+    # At the precision the model computes in: the digits beyond it are rounding noise.
+    tables.write_array(outputs[1], variance.astype(model.variable_dtype), table)
+    tables.write_completed(outputs[0], table, mean.astype(model.variable_dtype))
+    print(f"Completed table written to {outputs[0]}, predictive variances to {outputs[1]}")
+
+
+def _imputation_summary(args, result):
+    """The method, its sizes and its diagnostic: the effective sample size of importance
+    sampling (median and lowest over the rows), the acceptance rate of a Metropolis chain."""
+    import numpy as np
+
+    if args.method == "importance":
+        ess = result.effective_sample_size
+        return (
+            f"importance sampling, {args.num_samples:,} samples, effective sample size per "
+            f"row: median {np.median(ess):,.1f}, lowest {ess.min():,.1f}"
+        )
+    chains = "" if args.num_chains is None else f", {args.num_chains} chains"
+    rate = result.acceptance_rate
+    accepted = "" if rate is None else f", acceptance rate {rate:.2f}"
+    return f"{args.method}, {args.steps} steps{chains}{accepted}"
 
 
 def _bench(args):
@@ -809,12 +975,13 @@ def _int_list(text):
     return values
 
 
-def _file_name(suffix):
-    """An argparse `type`: a file name ending in `suffix`."""
+def _file_name(*suffixes):
+    """An argparse `type`: a file name ending in one of `suffixes`."""
 
     def check(text):
-        if not text.endswith(suffix) or text == suffix:
-            raise argparse.ArgumentTypeError(f"must be a {suffix} file name, got {text!r}")
+        if not any(text.endswith(suffix) and text != suffix for suffix in suffixes):
+            names = " or ".join(suffixes)
+            raise argparse.ArgumentTypeError(f"must be a {names} file name, got {text!r}")
         return text
 
     return check
