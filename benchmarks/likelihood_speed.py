@@ -349,6 +349,10 @@ def _check_line(check):
     )
 
 
+def _calls(result):
+    return f"{result['windows']} timed call" + ("s" if result["windows"] > 1 else "")
+
+
 def _variants(result):
     return [v for v in VARIANTS if v in result["variants"]]
 
@@ -358,9 +362,9 @@ def readme_block(result):
     preset and variant, the goals and the peer check."""
     variants = _variants(result)
     lines = [
-        f"L_{result['num_samples']} throughput, test images/s, median of {result['windows']} "
-        f"timed call{'s' if result['windows'] > 1 else ''} on {result['examples']} protocol "
-        f"test images ({result['date']}, {result['machine']}, {result['mode']} mode; "
+        f"L_{result['num_samples']} throughput, test images/s, median of {_calls(result)} on "
+        f"{result['examples']} protocol test images ({result['date']}, {result['machine']}, "
+        f"{result['mode']} mode; "
         "[report](benchmarks/results/likelihood-speed.md), "
         "[chart](benchmarks/results/likelihood-speed.png))"
         + (f". {result['note']}" if result.get("note") else ":"),
@@ -390,8 +394,8 @@ def markdown(result):
         f"# L_{k} throughput per backend and the PyTorch peer",
         "",
         f"{result['date']}, {result['machine']}, {result['mode']} mode; the first "
-        f"{result['examples']} protocol test images, k = {k}, {result['windows']} timed "
-        "call(s) per preset and variant after an untimed call on the same images (which "
+        f"{result['examples']} protocol test images, k = {k}, {_calls(result)} "
+        "per preset and variant after an untimed call on the same images (which "
         "compiles); images/s is the median call's, the range the slowest and fastest calls'. "
         "Peak: a compiled 2000 x 2000 float32 matmul in the same process. FLOP count: "
         "2 k x sum of inputs x outputs over every dense kernel, as if the encoder ran once per "
@@ -447,10 +451,7 @@ def chart(result, path):
         f"L_{k} throughput, {result['examples']} test images, {result['machine']}, "
         f"{result['date']} ({result['mode']} mode)"
     )
-    axis = (
-        f"test images/s (k = {k}; bar: median of {result['windows']} calls, "
-        "whiskers: slowest-fastest)"
-    )
+    axis = f"test images/s (k = {k}; bar: median of {_calls(result)}, whiskers: slowest-fastest)"
     return charts.bar_chart(path, title, axis, groups)
 
 
