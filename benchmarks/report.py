@@ -1,12 +1,15 @@
 """The Markdown tables and the PNG bar chart of a `benchmarks/run.py` result.
 
 Used by `python benchmarks/run.py` (see its docstring for the commands); it measures nothing
-itself. The chart is drawn with Pillow (the `dev` extra); without it the chart is skipped.
+itself. The chart is drawn with Pillow (`charts.py`; the `dev` extra); without it the chart is
+skipped.
 """
 
 from __future__ import annotations
 
 import pathlib
+
+import charts
 
 
 def _fmt(value, digits=0):
@@ -235,36 +238,28 @@ def _zoo_markdown(zoo):
 
 
 def training_chart(results: dict, path: pathlib.Path) -> pathlib.Path | None:
-    """A horizontal bar chart of training examples/s per model, batch and variant (Pillow)."""
-    try:
-        from PIL import Image, ImageDraw
-    except ImportError:
-        return None
-    bars = [
-        (f"{r['model']} b{r['batch_size']} {r['variant']}", r["examples_per_second"])
-        for r in results["derived"]
-    ]
-    bars += [
-        (f"{e['model']} b{e['batch_size']} {e['variant']}", e["examples_per_second"])
-        for e in results["peer"].get("train", [])
-        if "examples_per_second" in e
-    ]
-    if not bars:
-        return None
-    bars.sort(key=lambda bar: bar[0])
-    label_width, bar_width, height = 420, 360, 18
-    image = Image.new("RGB", (label_width + bar_width + 90, 30 + height * len(bars)), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((5, 5), f"training examples/s, {results['device']['name']}", fill="black")
-    top = max(value for _, value in bars)
-    for i, (label, value) in enumerate(bars):
-        y = 25 + i * height
-        colour = (200, 90, 40) if "torch" in label else (40, 100, 180)
-        draw.text((5, y + 3), label[:70], fill="black")
-        draw.rectangle(
-            [label_width, y + 2, label_width + bar_width * value / top, y + height - 3],
-            fill=colour,
-        )
-        draw.text((label_width + bar_width * value / top + 4, y + 3), f"{value:,.0f}", fill="black")
-    image.save(path)
-    return path
+    """Training examples/s per model and batch (`charts.bar_chart`): each Keras variant with
+    the minimal Keras VAE measured in its process beside it, then the PyTorch peer; bars are
+    median windows, whiskers the slowest and fastest windows."""
+    groups = {}
+
+    def add(entry, series, rate_key, windows_key):
+        rate = entry.get(rate_key)
+        if rate is not None:
+            label = f"{entry['model']}, batch {entry['batch_size']}"
+            worst, best = charts.window_range(rate, entry.get(windows_key))
+            groups.setdefault(label, []).append((series, rate, worst, best))
+
+    for name, variant in results["variants"].items():
+        for entry in variant.get("train", []):
+            add(entry, name, "examples_per_second", "window_seconds")
+            minimal = f"minimal Keras ({name})"
+            add(entry, minimal, "minimal_examples_per_second", "minimal_window_seconds")
+    for entry in results["peer"].get("train", []):
+        add(entry, entry["variant"], "examples_per_second", "window_seconds")
+    title = (
+        f"Training throughput, {results['device']['name']}, {results['date'][:10]} "
+        f"({results['mode']} mode)"
+    )
+    axis = "examples/s (fit, Adam; bar: median window, whiskers: slowest-fastest window)"
+    return charts.bar_chart(path, title, axis, list(groups.items()))

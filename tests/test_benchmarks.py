@@ -356,3 +356,128 @@ def test_ab_runs_each_variant_for_its_cpu_budget_and_writes_a_table_json_and_plo
     assert "| b10-dreg | batch_size=10, gradient=dreg |" in table and "0.01 CPU-min" in table
     assert json.loads((tmp_path / "ab-smoke.json").read_text())["variants"][1]["name"] == "b10-dreg"
     assert (tmp_path / "ab-smoke.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_pytorch_likelihood_peer_computes_our_log_weights_from_the_presets_weights():
+    """benchmarks/peers/torch_likelihood.py on vae-mnist: at the same noise eps, its log
+    importance weights equal ours (log p(x, z) - log q(z | x) at z = mu + sigma eps) to
+    float32 rounding, and its estimate combines our chunks of samples into their log-mean-exp."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from keras import ops
+
+    from tfdlgm import zoo
+    from tfdlgm.models import base
+
+    peer = _suite("peers.torch_likelihood")
+    assert peer.ROWS_PER_CHUNK == base._ROWS_PER_CHUNK
+    ours = zoo.load("vae-mnist")
+    theirs = peer.from_preset(BENCHMARKS.parent / "zoo" / "vae-mnist")
+    rng = np.random.default_rng(0)
+    x = (rng.random((3, 784)) < 0.2).astype("float32")
+    eps = rng.standard_normal((2, 3, 50)).astype("float32")
+    (q,) = ours.encode(x)
+    z = ops.convert_to_numpy(q.mean()) + ops.convert_to_numpy(q.stddev()) * eps
+    expected = ops.convert_to_numpy(ours.joint_log_prob(x, [z]) - q.log_prob(z))
+    with torch.no_grad():
+        got = theirs.log_weights(torch.from_numpy(x), torch.from_numpy(eps)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-3)
+
+    drawn = []
+
+    def counted_weights(batch, size):  # log w = 0.01 s for the s-th sample drawn
+        drawn.append(size)
+        start = sum(drawn[:-1])
+        return 0.01 * torch.arange(start, start + size, dtype=torch.float32)[:, None].expand(
+            size, len(batch)
+        )
+
+    values = peer.log_likelihood(counted_weights, x, 1200)
+    assert drawn == [500, 500, 200]  # 50,000 rows per chunk at batch 100, as ours
+    expected = np.log(np.mean(np.exp(0.01 * np.arange(1200))))
+    np.testing.assert_allclose(values, [expected] * 3, rtol=1e-6)
+
+
+def _likelihood_speed():
+    return _suite("likelihood_speed")
+
+
+def test_the_likelihood_speed_report_readme_block_and_chart_come_from_the_committed_json(
+    tmp_path,
+):
+    """README.md's L_5000 block and benchmarks/results/likelihood-speed.md are what
+    benchmarks/likelihood_speed.py writes from the committed JSON (re-write them with its
+    `--render ... --readme README.md` when they differ)."""
+    speed = _likelihood_speed()
+    results = BENCHMARKS / "results"
+    result = json.loads((results / "likelihood-speed.json").read_text())
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    assert speed.readme_section(readme) == speed.readme_block(result)
+    assert (results / "likelihood-speed.md").read_text() == speed.markdown(result)
+    assert speed.put_readme_block(readme, speed.readme_block(result)) == readme
+    png = speed.chart(result, tmp_path / "chart.png")
+    assert png is None or png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_likelihood_speed_goals_and_peer_check():
+    """The goals met, missed and not measured from a made-up result, and a peer whose mean is
+    6 standard errors off flagged as wrong."""
+    speed = _likelihood_speed()
+
+    def row(rate, mean=-90.0, error=0.1):
+        return {
+            "images_per_second": rate,
+            "window_seconds": [1.0, 1.2, 0.9],
+            "mean_log_likelihood": mean,
+            "standard_error": error,
+            "gflops_upper_bound": rate,
+            "share_of_peak": rate / 100,
+        }
+
+    def variant(**presets):
+        return {"versions": {}, "matmul_gflops": 100.0, "presets": presets}
+
+    result = {
+        "date": "2026-12-07",
+        "machine": "x86_64, 2 CPU cores",
+        "mode": "full",
+        "examples": 20,
+        "num_samples": 5000,
+        "windows": 3,
+        "presets": ["vae-mnist", "dlgm-mnist"],
+        "variants": {
+            "tensorflow": variant(**{"vae-mnist": row(30.0), "dlgm-mnist": row(18.0)}),
+            "jax": variant(**{"vae-mnist": row(60.0), "dlgm-mnist": row(20.0)}),
+            "torch-eager": variant(**{"vae-mnist": row(32.0, mean=-90.1)}),
+            "torch-compile": variant(**{"vae-mnist": row(50.0, mean=-90.0 + 6 * 2**0.5 * 0.1)}),
+        },
+    }
+    found = {g["goal"]: (g["status"], g["figures"]) for g in speed.goals(result)}
+    assert found == {
+        "vae-mnist L_5000, default backend (tensorflow) >= 1.0x PyTorch eager": (
+            "missed",
+            "0.94x: 30.0 against 32.0 images/s",
+        ),
+        "vae-mnist L_5000, best backend >= 1.4x PyTorch eager": (
+            "met",
+            "jax, 1.88x: 60.0 against 32.0 images/s",
+        ),
+        "L_5000, TensorFlow (default) >= 0.8x JAX per preset": (
+            "met in 1 of 2",
+            "vae-mnist 0.50x, dlgm-mnist 0.90x",
+        ),
+        "vae-mnist L_5000, best backend >= 50% of the measured matmul peak": (
+            "met",
+            "jax: 60% of 100 GFLOP/s, 60 GFLOP/s by the upper-bound count",
+        ),
+        "vae-mnist L_5000 on the 10,000 test images in < 5 min on the default install": (
+            "missed",
+            "projected 5.6 min: 10,000 / 30.0 images/s",
+        ),
+    }
+    eager, compiled = speed.peer_checks(result)
+    assert eager["agree"] is True and compiled["agree"] is False
+    assert "**disagree: the peer is wrong**" in speed.readme_block(result)
+    del result["variants"]["torch-eager"]
+    statuses = [g["status"] for g in speed.goals(result)]
+    assert statuses[:2] == ["not measured"] * 2

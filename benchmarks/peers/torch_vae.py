@@ -17,6 +17,9 @@ with CUDA it runs on the GPU, the data already there (ours copies each batch fro
 as `fit` on arrays does), and with float32 matmuls in TF32, as JAX's default precision does
 on such GPUs (`torch.set_float32_matmul_precision("high")`; `versions()` records it). Needs
 the `bench` extra (`pip install -e ".[bench]"`); it prints one JSON object.
+
+`TorchVAE.log_importance_weights` is also the estimator of the L_5000 peer
+(`benchmarks/peers/torch_likelihood.py`, run by `benchmarks/likelihood_speed.py`).
 """
 
 from __future__ import annotations
@@ -51,16 +54,48 @@ class TorchVAE(nn.Module):
             nn.Linear(widths[-1], data_dim),
         )
 
+    def posterior(self, x):
+        """q(z | x)'s `(mu, sigma)`, each `[batch, latent_dim]`."""
+        h = self.encoder(x)
+        return self.loc(h), functional.softplus(self.raw_scale(h)) + 1e-4
+
     def forward(self, x):
         """The mean negative ELBO of the batch `x` `[batch, data_dim]`."""
-        h = self.encoder(x)
-        mu = self.loc(h)
-        sigma = functional.softplus(self.raw_scale(h)) + 1e-4
+        mu, sigma = self.posterior(x)
         z = mu + sigma * torch.randn_like(mu)
         logits = self.decoder(z)
         reconstruction = (x * logits - functional.softplus(logits)).sum(-1)
         kl = (-torch.log(sigma) + 0.5 * (sigma**2 + mu**2 - 1.0)).sum(-1)
         return (kl - reconstruction).mean()
+
+    def log_importance_weights(self, x, num_samples):
+        """`log_weights(x, eps)` of `num_samples` fresh draws eps ~ N(0, I),
+        `[num_samples, batch]`."""
+        shape = (num_samples, x.shape[0], self.loc.out_features)
+        return self.log_weights(x, torch.randn(shape, dtype=x.dtype, device=x.device))
+
+    def log_weights(self, x, eps):
+        """log w_s = log p(x | z_s) + log p(z_s) - log q(z_s | x) at z_s = mu + sigma eps_s.
+
+        ```none
+        log p(z_s) - log q(z_s | x) = sum_u [(eps_su^2 - z_su^2) / 2 + log sigma_u]
+        log p(x | z_s) = sum_d [x_d l_sd - softplus(l_sd)],   l_s = MLP_dec(z_s)
+        ```
+
+        (Burda et al. 2015, eq. 8; the Gaussians' log(2 pi) / 2 terms cancel.)
+
+        Args:
+            x: `[batch, data_dim]`.
+            eps: `[samples, batch, latent_dim]`.
+
+        Returns:
+            `[samples, batch]`.
+        """
+        mu, sigma = self.posterior(x)
+        z = mu + sigma * eps  # [S, B, K]
+        logits = self.decoder(z)  # [S, B, D]
+        log_px = (x * logits - functional.softplus(logits)).sum(-1)
+        return log_px + (0.5 * (eps**2 - z**2) + torch.log(sigma)).sum(-1)
 
 
 def measure(latent_dim, hidden, activation, batch_size, steps, windows, compile, seed=0):
