@@ -617,13 +617,15 @@ class LatentModel(keras.Model):
         self,
         x,
         mask,
-        method="pseudo_gibbs",
+        method="importance",
         steps=None,
         num_chains=1,
         seed=None,
         return_chain=False,
         verbose="auto",
         num_samples=None,
+        proposal=None,
+        num_components=None,
     ):
         """Completes the missing entries of `x` (see `tfdlgm.impute.impute`).
 
@@ -667,6 +669,8 @@ class LatentModel(keras.Model):
             return_chain=return_chain,
             verbose=verbose,
             num_samples=num_samples,
+            proposal=proposal,
+            num_components=num_components,
         )
 
     # -- serving ---------------------------------------------------------------------------
