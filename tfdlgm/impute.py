@@ -351,7 +351,8 @@ def _importance_options(proposal, steps, num_components, num_samples, return_cha
     if num_samples % num_components:
         raise ValueError(
             "`num_samples` must be a multiple of `num_components`: each component proposes "
-            f"num_samples / num_components latents. Received: num_samples={num_samples}, "
+            "num_samples / num_components latents. Pass a `num_components` that divides it (or "
+            f"proposal='encoder'). Received: num_samples={num_samples}, "
             f"num_components={num_components}"
         )
     return proposal, steps, num_components, num_samples
