@@ -143,30 +143,16 @@ def test_every_model_bounds_incomplete_data(make):
     assert np.isfinite(elbo).all() and elbo.mean() < bound.mean()
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: LadderVAE(
-            latent_dims=(3, 2), hidden=(4, 4), data_dim=6, likelihood="gaussian", seed=0
-        ),
-        lambda: LadderVAE(
-            latent_dims=(3, 2),
-            hidden=(4, 4),
-            data_dim=6,
-            likelihood="gaussian",
-            ladder=False,
-            seed=0,
-        ),
-    ],
-    ids=["lvae", "iwae-two-layer"],
-)
-def test_the_mixture_proposal_agrees_with_the_encoder_on_two_layer_models(make):
-    """Both proposals estimate the same E[x_m | x_o]: within Monte Carlo error of each other."""
+def test_the_mixture_proposal_agrees_with_the_encoder_on_a_two_layer_model():
+    """Both proposals estimate the same E[x_m | x_o]: within Monte Carlo error of each other.
+    The two-layer IWAE's q(z_1 | x) q(z_2 | z_1) is scored through `posterior_log_prob`."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 6)).astype("float32")
     mask = mcar(x, rng, missing=0.5)
     with_nan = np.where(mask, x, np.nan).astype("float32")
-    model = make()
+    model = LadderVAE(
+        latent_dims=(3, 2), hidden=(4, 4), data_dim=6, likelihood="gaussian", ladder=False, seed=0
+    )
     results = [
         model.impute(
             with_nan, mask, method="importance", num_samples=2000, seed=0, verbose=0, **options

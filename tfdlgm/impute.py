@@ -434,14 +434,7 @@ def _importance(model, original, data, mask, num_samples, num_imputations, compl
         chunks = []
         for first in range(0, per_component, chunk):
             size = min(chunk, per_component - first)
-            try:
-                packed = ops.convert_to_numpy(passes(batch, size, num_imputations, num_components))
-            except NotImplementedError as error:
-                raise ValueError(
-                    "proposal='mixture' scores the latents of each component under every other "
-                    f"component's q(xi | v), which this model cannot do: {error} Or use "
-                    "proposal='encoder'."
-                ) from error
+            packed = ops.convert_to_numpy(passes(batch, size, num_imputations, num_components))
             chunks.append(packed.astype(np.float64))
             progress.update(start + len(batch) * (first + size) / per_component)
         uniform = ops.convert_to_numpy(
@@ -496,7 +489,14 @@ def _importance_pass(model, proposal, num_samples, num_imputations, num_componen
             )
             for layer, k in zip(trace.latents, model.latent_dims, strict=True)
         ]
-        log_q = objectives.recognition_log_prob(model, trace, components, latents)
+        try:
+            log_q = objectives.recognition_log_prob(model, trace, components, latents)
+        except NotImplementedError as error:
+            raise ValueError(
+                "proposal='mixture' scores the latents of each component under every other "
+                f"component's q(xi | v), which this model cannot do: {error} Or use "
+                "proposal='encoder'."
+            ) from error
         log_q = ops.reshape(log_q, (num_samples, num_components, num_components, batch))
         log_q = ops.logsumexp(log_q, axis=2) - math.log(num_components)  # [k, C, B]
 
