@@ -101,7 +101,9 @@ def test_observed_entries_are_bit_identical_and_nan_marks_missing(fa_problem):
 def test_observed_float64_entries_are_kept_bit_for_bit(fa_problem):
     model, _, x, mask, _ = fa_problem
     x64 = x.astype("float64") + 1e-12  # not representable in float32
-    result = model.impute(x64, mask, steps=2, num_chains=NUM_CHAINS, seed=0, return_chain=True)
+    result = model.impute(
+        x64, mask, "pseudo_gibbs", steps=2, num_chains=NUM_CHAINS, seed=0, return_chain=True
+    )
     assert result.completed.dtype == np.float64
     assert result.chain.shape == (2, NUM_CHAINS, 3, 5)
     np.testing.assert_array_equal(
@@ -215,7 +217,7 @@ def with_nan_observed():
     ],
 )
 def test_bad_input_raises_a_clear_value_error(small_fa, kwargs, message):
-    arguments = {"x": GOOD_X, "mask": GOOD_MASK, "steps": 1, **kwargs}
+    arguments = {"x": GOOD_X, "mask": GOOD_MASK, "method": "pseudo_gibbs", "steps": 1, **kwargs}
     with pytest.raises(ValueError, match=message):
         small_fa.impute(**arguments)
 
@@ -223,7 +225,7 @@ def test_bad_input_raises_a_clear_value_error(small_fa, kwargs, message):
 def test_missing_entries_may_hold_nan_inf_or_anything(small_fa):
     x = GOOD_X.copy()
     x[~GOOD_MASK] = [np.nan, np.inf, -7.0, np.nan]
-    result = small_fa.impute(x, GOOD_MASK, steps=1, seed=0)
+    result = small_fa.impute(x, GOOD_MASK, "pseudo_gibbs", steps=1, seed=0)
     assert np.isfinite(result.completed).all()
     assert result.samples.shape == (1, 2, 4)
     # one chain: no spread over chains to estimate, no acceptance for pseudo-Gibbs, no chain
@@ -235,10 +237,10 @@ def test_binary_model_rejects_non_binary_observed_but_not_missing_values():
     x = np.zeros((5, 16), dtype="float32")
     mask = impute.bottom_rows_mask(x.shape, rows=2, image_shape=(4, 4))
     x[~mask] = 0.5
-    model.impute(x, mask, steps=1, num_chains=4, seed=0)
+    model.impute(x, mask, "pseudo_gibbs", steps=1, num_chains=4, seed=0)
     x[0, 0] = 0.5
     with pytest.raises(ValueError, match="must hold binary values"):
-        model.impute(x, mask, steps=1, num_chains=4, seed=0)
+        model.impute(x, mask, "pseudo_gibbs", steps=1, num_chains=4, seed=0)
 
 
 class _TopDownFactorAnalysis(FactorAnalysis):
@@ -269,8 +271,21 @@ def test_metropolis_within_gibbs_needs_the_hook_for_a_q_that_depends_on_latents(
     assert model.impute(GOOD_X, GOOD_MASK, method="pseudo_gibbs", steps=1).completed.shape == (2, 4)
     hooked = _TopDownWithHook(latent_dim=2, data_dim=4, seed=0)
     result = hooked.impute(GOOD_X, GOOD_MASK, method="metropolis_within_gibbs", steps=3)
-    assert hooked.hook_calls == 4  # the check at the start, then once per step
+    # The check at the start and the step call the hook as they are compiled (once each).
+    assert hooked.hook_calls >= 2
     assert 0 <= result.acceptance_rate <= 1
+
+
+def test_the_mixture_proposal_needs_the_hook_for_a_q_that_depends_on_latents():
+    model = _TopDownFactorAnalysis(latent_dim=2, data_dim=4, seed=0)
+    options = {"method": "importance", "num_samples": 8, "num_components": 2, "steps": 1}
+    with pytest.raises(ValueError, match="cannot do.*proposal='encoder'"):
+        model.impute(GOOD_X, GOOD_MASK, **options)
+    encoder = model.impute(GOOD_X, GOOD_MASK, method="importance", proposal="encoder")
+    assert encoder.completed.shape == (2, 4)
+    hooked = _TopDownWithHook(latent_dim=2, data_dim=4, seed=0)
+    assert np.isfinite(hooked.impute(GOOD_X, GOOD_MASK, **options).mean).all()
+    assert hooked.hook_calls >= 1
 
 
 def test_impute_is_public():
@@ -291,9 +306,12 @@ def test_mnist_benchmark_beats_mean_imputation(tmp_path, mnist_path, monkeypatch
     report = benchmark.run(epochs=3, examples=100, steps=50, num_chains=10, out=tmp_path)
     ll = report["log_likelihood_missing"]
     # Briefly trained, the model need not beat mean imputation here (the full benchmark checks
-    # that); the exact chain does beat the biased one.
+    # that); the exact chain does beat the biased one, the mixture proposal the encoder's.
     assert ll["metropolis_within_gibbs"] > ll["pseudo_gibbs"], ll
+    assert ll["importance_mixture"] > ll["importance_encoder"], ll
     assert 0 < report["acceptance_rate"]["metropolis_within_gibbs"] <= 1
+    assert all(0 <= kept <= 1 for kept in report["class_kept"].values())
+    assert report["classifier"]["accuracy_complete"] > 0.9
     assert {p.name for p in tmp_path.iterdir()} == {
         "imputation.json",
         "imputation.md",

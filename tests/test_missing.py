@@ -67,11 +67,23 @@ def test_nan_marks_missing_entries_like_the_mask(fa_incomplete):
     )
 
 
-def test_importance_imputation_matches_the_exact_gaussian_conditional(fa_incomplete):
+@pytest.mark.parametrize(
+    "proposal",
+    [{"proposal": "encoder"}, {"proposal": "mixture", "num_components": 4, "steps": 2}],
+    ids=["encoder", "mixture"],
+)
+def test_importance_imputation_matches_the_exact_gaussian_conditional(fa_incomplete, proposal):
     model, _, x, mask = fa_incomplete
     with_nan = np.where(mask, x, np.nan).astype("float32")
     result = model.impute(
-        with_nan, mask, method="importance", num_samples=20000, num_chains=3, seed=0, verbose=0
+        with_nan,
+        mask,
+        method="importance",
+        num_samples=20000,
+        num_chains=3,
+        seed=0,
+        verbose=0,
+        **proposal,
     )
     mean, variance = model.exact_conditional(x, mask)
     ess = result.effective_sample_size
@@ -131,6 +143,31 @@ def test_every_model_bounds_incomplete_data(make):
     assert np.isfinite(elbo).all() and elbo.mean() < bound.mean()
 
 
+def test_the_mixture_proposal_agrees_with_the_encoder_on_a_two_layer_model():
+    """Both proposals estimate the same E[x_m | x_o]: within Monte Carlo error of each other.
+    The two-layer IWAE's q(z_1 | x) q(z_2 | z_1) is scored through `posterior_log_prob`."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6)).astype("float32")
+    mask = mcar(x, rng, missing=0.5)
+    with_nan = np.where(mask, x, np.nan).astype("float32")
+    model = LadderVAE(
+        latent_dims=(3, 2), hidden=(4, 4), data_dim=6, likelihood="gaussian", ladder=False, seed=0
+    )
+    results = [
+        model.impute(
+            with_nan, mask, method="importance", num_samples=2000, seed=0, verbose=0, **options
+        )
+        for options in ({"proposal": "encoder"}, {"num_components": 4, "steps": 2})
+    ]
+    missing = ~mask
+    rows = np.nonzero(missing)[0]
+    error = np.sqrt(sum(r.variance[missing] / r.effective_sample_size[rows] for r in results))
+    difference = results[0].mean[missing] - results[1].mean[missing]
+    assert np.abs(difference / error).max() < 5, difference / error
+    assert (results[1].variance[missing] > 0).all()
+    np.testing.assert_array_equal(results[1].mean[mask], x[mask])
+
+
 def test_a_vae_imputes_by_importance_and_trains_on_incomplete_data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 6)).astype("float32")
@@ -144,7 +181,9 @@ def test_a_vae_imputes_by_importance_and_trains_on_incomplete_data():
         objective={"name": "miwae", "num_samples": 3},
         seed=0,
     )
-    result = model.impute(with_nan, mask, method="importance", num_samples=64, seed=0, verbose=0)
+    result = model.impute(
+        with_nan, mask, method="importance", proposal="encoder", num_samples=64, seed=0, verbose=0
+    )
     assert np.isfinite(result.mean).all() and (result.variance[~mask] > 0).all()
     model.compile(optimizer="adam")
     history = model.fit(with_nan, batch_size=4, epochs=2, verbose=0)
@@ -250,12 +289,39 @@ def test_miwae_is_registered_and_round_trips():
             "`x` must be finite. Received: inf",
         ),
         (
-            lambda m, x: m.impute(x, np.ones((2, 3), bool), method="importance", steps=3),
-            "`steps` is for the Markov chains.*Received: steps=3",
+            lambda m, x: m.impute(x, np.ones((2, 3), bool), proposal="encoder", steps=3),
+            "`steps` is for proposal='mixture'.*Received: steps=3",
         ),
         (
-            lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), num_samples=3),
+            lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), "pseudo_gibbs", num_samples=3),
             "`num_samples` is for method='importance'",
+        ),
+        (
+            lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), proposal="prior"),
+            r"`proposal` must be one of \('mixture', 'encoder'\). Received: proposal='prior'",
+        ),
+        (
+            lambda m, x: m.impute(
+                x, np.eye(2, 3, dtype=bool), proposal="encoder", num_components=4
+            ),
+            "`num_components` is for proposal='mixture'.*Received: num_components=4",
+        ),
+        (
+            lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), num_components=1),
+            "`num_components` must be at least 2.*Received: num_components=1",
+        ),
+        (
+            lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), num_components=3),
+            "`num_samples` must be a multiple of `num_components`.*num_samples=1000, "
+            "num_components=3",
+        ),
+        (
+            lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), "pseudo_gibbs", proposal="mixture"),
+            "`proposal` is for method='importance'",
+        ),
+        (
+            lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), return_chain=True),
+            "`return_chain` is for the Markov chains",
         ),
         (
             lambda m, x: m.impute(x, np.eye(2, 3, dtype=bool), method="importance", num_samples=0),
@@ -269,8 +335,14 @@ def test_miwae_is_registered_and_round_trips():
         "row all NaN",
         "NaN where observed",
         "inf",
-        "importance steps",
+        "encoder steps",
         "chain num_samples",
+        "proposal unknown",
+        "encoder num_components",
+        "one component",
+        "samples not a multiple",
+        "chain proposal",
+        "importance return_chain",
         "importance k 0",
     ],
 )

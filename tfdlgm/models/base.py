@@ -617,19 +617,23 @@ class LatentModel(keras.Model):
         self,
         x,
         mask,
-        method="pseudo_gibbs",
+        method="importance",
         steps=None,
         num_chains=1,
         seed=None,
         return_chain=False,
         verbose="auto",
         num_samples=None,
+        proposal=None,
+        num_components=None,
     ):
         """Completes the missing entries of `x` (see `tfdlgm.impute.impute`).
 
         ```none
-        "importance" (Mattei & Frellsen 2019): xi_i ~ q(xi | v_o), a_i oc p(v_o, xi_i) /
-            q(xi_i | v_o);  E[v_m | v_o] ~= sum_i a_i E[v_m | xi_i];  draws by resampling
+        "importance" (Mattei & Frellsen 2019): xi_i ~ r(xi), a_i oc p(v_o, xi_i) / r(xi_i);
+            E[v_m | v_o] ~= sum_i a_i E[v_m | xi_i];  draws by resampling;
+            r = (1/C) sum_c q(xi | v_o, v_m^c) over completions v_m^c ("mixture") or
+            q(xi | v_o, 0) ("encoder")
         "pseudo_gibbs" (Rezende et al. app. E):   xi ~ q(xi | v_o, v_m);  v_m ~ p(v_m | xi)
         "metropolis_within_gibbs" (Mattei & Frellsen 2018): xi' ~ q(xi | v) accepted with
             probability min(1, w(xi') / w(xi)), w = p(v, xi) / q(xi | v);  v_m ~ p(v_m | xi)
@@ -640,16 +644,21 @@ class LatentModel(keras.Model):
             mask: bool array like `x`, True = observed, False = missing.
             method: `"importance"` (every model, no mixing), `"pseudo_gibbs"` or
                 `"metropolis_within_gibbs"` (exact target p(v_m | v_o)). Defaults to
-                `"pseudo_gibbs"`.
-            steps: int, sweeps of a chain. Defaults to `100`; chains only.
+                `"importance"`.
+            steps: int, sweeps of a chain, or of the chains that draw the mixture proposal's
+                completions. Defaults to `100` for a chain, `3` for the mixture.
             num_chains: int, chains per example (> 1 adds predictive means and variances), or
                 the multiple imputations of `"importance"`. Defaults to `1`.
             seed: int or None.
             return_chain: bool, keep every step's completion; chains only.
             verbose: `0`, `1` (a progress bar), `2` (one line at the end) or `"auto"` (1 in a
                 terminal, else 0). Defaults to `"auto"`.
-            num_samples: int, the importance samples K per example. Defaults to `1000`;
-                `"importance"` only.
+            num_samples: int, the importance samples K per example, a multiple of
+                `num_components`. Defaults to `1000`; `"importance"` only.
+            proposal: `"mixture"` or `"encoder"`. Defaults to `"mixture"`; `"importance"`
+                only.
+            num_components: int >= 2, C, the mixture's components. Defaults to `100`;
+                `proposal="mixture"` only.
 
         Returns:
             `tfdlgm.impute.ImputationResult` (`completed`, `samples`, `mean`, `variance`,
@@ -667,6 +676,8 @@ class LatentModel(keras.Model):
             return_chain=return_chain,
             verbose=verbose,
             num_samples=num_samples,
+            proposal=proposal,
+            num_components=num_components,
         )
 
     # -- serving ---------------------------------------------------------------------------
