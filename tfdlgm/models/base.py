@@ -40,8 +40,12 @@ from tfdlgm.progress import Progress
 _SEED_STATE = "seed_generator_state"
 # The most values one sampled tensor may hold (the backends index with int32).
 _MAX_ELEMENTS = 2**31 - 1
-# Rows of [samples x examples] pushed through the decoder at once by the bound estimators.
+# Rows of [samples x examples] a bound estimator computes per compiled call (the ELBO's at
+# once, L_k's in passes of `_ROWS_PER_PASS`): the progress bar moves after each call.
 _ROWS_PER_CHUNK = 50_000
+# Rows of [samples x examples] per pass of L_k's loop inside a compiled call: the decoder's
+# `[rows, D]` activations stay in a core's cache between the ops that write and read them.
+_ROWS_PER_PASS = 2_000
 
 
 class LatentModel(keras.Model):
@@ -445,17 +449,21 @@ class LatentModel(keras.Model):
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
         progress = Progress(len(x), verbose, unit_name="example")
-        log_weights = self._compiled("log_weights", self._log_weights_batch, batch_axis=1)
-        chunk = _samples_per_chunk(num_samples, batch_size)
+        logsumexp_of_log_weights = self._compiled("log_weights", self._log_weights_logsumexp)
+        calls = _bound_calls(num_samples, batch_size)
         out, done = [], 0
         with self._seeded(seed):
             for batch in _batches(x, batch_size):
                 accumulator = StreamingLogMeanExp()
-                for start in range(0, num_samples, chunk):
-                    size = min(chunk, num_samples - start)
-                    weights = log_weights(batch, size, missing)  # [size, B]
-                    accumulator.update(weights)
-                    progress.update(done + len(batch) * (start + size) / num_samples, weights)
+                for pass_size, passes, remainder in calls:
+                    # [B], over pass_size * passes + remainder samples
+                    logsumexp = logsumexp_of_log_weights(
+                        batch, pass_size, passes, remainder, missing
+                    )
+                    accumulator.update_logsumexp(logsumexp, pass_size * passes + remainder)
+                    progress.update(
+                        done + len(batch) * accumulator.count / num_samples, logsumexp
+                    )
                 out.append(ops.convert_to_numpy(accumulator.result()))
                 done += len(batch)
         return np.concatenate(out)
@@ -464,9 +472,39 @@ class LatentModel(keras.Model):
         trace, x = self._trace(x, num_samples, self.seed_generator, missing=missing)
         return objectives.elbo_terms(trace, x)["elbo"]
 
-    def _log_weights_batch(self, x, num_samples, missing):
-        trace, x = self._trace(x, num_samples, self.seed_generator, missing=missing)
-        return objectives.log_importance_weights(trace, x)  # [S, B]
+    def _log_weights_logsumexp(self, x, pass_size, passes, remainder, missing):
+        """`_logsumexp_of_log_weights` drawing from the model's random stream."""
+        stream = SeedStream(state=self.seed_generator.state.value)
+        out = self._logsumexp_of_log_weights(x, stream, pass_size, passes, remainder, missing)
+        self.seed_generator.state.assign(stream.value)
+        return out
+
+    def _logsumexp_of_log_weights(self, x, stream, pass_size, passes, remainder, missing):
+        """logsumexp_s log w_s over `passes` passes of `pass_size` samples and one of
+        `remainder`, `[B]` (log w_s: `objectives.log_importance_weights`).
+
+        The passes are a loop (`keras.ops.fori_loop`) inside one compiled call, so a pass's
+        tensors stay small (`_ROWS_PER_PASS` rows) without a round trip to the host per pass.
+        The loop carries the state of `stream` (a `SeedStream`, advanced by the draws): the
+        samples are those of the same passes drawn one after another.
+        """
+
+        def one_pass(size, stream):
+            trace, x_observed = self._trace(x, size, stream, missing=missing)
+            log_weights = objectives.log_importance_weights(trace, x_observed)  # [size, B]
+            return ops.logsumexp(log_weights, axis=0)
+
+        def body(_, carry):
+            total, state = carry
+            carried = SeedStream(state=state)
+            return ops.logaddexp(total, one_pass(pass_size, carried)), carried.value
+
+        total = ops.full(ops.shape(x)[:1], -math.inf, dtype=self.variable_dtype)
+        if passes:
+            total, stream.value = ops.fori_loop(0, passes, body, (total, stream.value))
+        if remainder:
+            total = ops.logaddexp(total, one_pass(remainder, stream))
+        return total
 
     def _trace(self, x, num_samples, seed_generator, training=False, missing=False):
         """`(trace, x)`: `infer` on `x`; with `missing`, NaN entries of `x` are missing: `infer`
@@ -751,14 +789,16 @@ class LatentModel(keras.Model):
         seed = ("seed", (), "int32")
         num_examples = ("num_examples", (), "int32")
         batch_size = inspect.signature(self.log_likelihood).parameters["batch_size"].default
-        chunk = _samples_per_chunk(num_samples, batch_size)
+        calls = _bound_calls(num_samples, batch_size)
 
         def log_likelihood(x, seed):
             x, stream = self._check_x(x), SeedStream(seed)
             accumulator = StreamingLogMeanExp()
-            for start in range(0, num_samples, chunk):
-                trace = self.infer(x, min(chunk, num_samples - start), stream)
-                accumulator.update(objectives.log_importance_weights(trace, x))
+            for pass_size, passes, remainder in calls:
+                logsumexp = self._logsumexp_of_log_weights(
+                    x, stream, pass_size, passes, remainder, False
+                )
+                accumulator.update_logsumexp(logsumexp, pass_size * passes + remainder)
             return accumulator.result()
 
         def elbo(x, seed):
@@ -915,9 +955,20 @@ def _decoder_input(latents):
     return latents[0] if len(latents) == 1 else latents
 
 
-def _samples_per_chunk(num_samples, batch_size):
-    """Samples per pass of a bound over batches of `batch_size`: `_ROWS_PER_CHUNK` rows."""
-    return max(1, min(num_samples, _ROWS_PER_CHUNK // batch_size))
+def _bound_calls(num_samples, batch_size):
+    """The compiled calls of L_k over batches of `batch_size`: `(pass_size, passes,
+    remainder)` each, `pass_size * passes + remainder` samples, `num_samples` in all.
+
+    A pass has `_ROWS_PER_PASS` rows, a call `_ROWS_PER_CHUNK` (at least one pass each); the
+    last call's `remainder` samples complete `num_samples`.
+    """
+    pass_size = max(1, min(num_samples, _ROWS_PER_PASS // batch_size))
+    per_call = max(1, _ROWS_PER_CHUNK // (pass_size * batch_size))
+    passes, remainder = divmod(num_samples, pass_size)
+    calls = [(pass_size, per_call, 0)] * (passes // per_call)
+    if passes % per_call or remainder:
+        calls.append((pass_size, passes % per_call, remainder))
+    return calls
 
 
 def _batches(x, batch_size):
