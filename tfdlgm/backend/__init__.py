@@ -127,7 +127,10 @@ def compile_model_function(model, fn, batch_axis=0):
     `strategy.run` on one shard per replica (TensorFlow).
 
     Args:
-        batch_axis: the axis of `fn`'s output that indexes the examples of `x`.
+        batch_axis: the axis of `fn`'s output that indexes the examples of `x`, or None
+            for a function whose batch is not split (it runs as one program, on the model's
+            devices); its output may then be any structure of tensors (TFP distributions
+            included).
 
     Returns:
         `run(x, *static)`, the compiled `fn`; the model's variables hold their new values after.
@@ -136,7 +139,7 @@ def compile_model_function(model, fn, batch_axis=0):
 
     def run(x, *static):
         replicas = _active.replicas_of(model)
-        if replicas == 1:
+        if replicas == 1 or batch_axis is None:
             return compiled(x, *static)
         rows = x.shape[0]
         padding = -rows % replicas

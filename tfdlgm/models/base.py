@@ -421,10 +421,11 @@ class LatentModel(keras.Model):
         L_k(x) = log (1/k) sum_s p(x, z_s) / q(z_s | x),    z_s ~ q(z | x)
         ```
 
-        The k samples are drawn in chunks and combined by a streaming log-mean-exp, so memory
-        does not grow with k. With missing entries (`mask`, or NaN in `x`) it is the MIWAE
-        bound on log p(x_o) (Mattei & Frellsen 2019, eq. 4): x_o for x above, q fed x with its
-        missing entries set to 0.
+        The k samples are drawn in passes of `_ROWS_PER_PASS` rows (samples x examples),
+        looped inside compiled calls of up to `_ROWS_PER_CHUNK` rows, and combined by a
+        streaming log-mean-exp, so memory does not grow with k. With missing entries (`mask`,
+        or NaN in `x`) it is the MIWAE bound on log p(x_o) (Mattei & Frellsen 2019, eq. 4): x_o
+        for x above, q fed x with its missing entries set to 0.
 
         Args:
             x: float array `[batch, data_dim]` in the likelihood's support; NaN marks a
@@ -433,7 +434,7 @@ class LatentModel(keras.Model):
             batch_size: int, examples per pass. Defaults to `100`.
             seed: int or None, for a reproducible estimate.
             verbose: `0` (silent), `1` (a progress bar over the examples, updated after every
-                chunk of samples, with the time left and the time per example), `2` (one
+                compiled call, with the time left and the time per example), `2` (one
                 line at the end) or `"auto"` (1 in a terminal, else 0; `tfdlgm.progress`).
                 Defaults to `"auto"`.
             mask: None or a bool array of the shape of `x`, True where `x` is observed.
@@ -461,9 +462,7 @@ class LatentModel(keras.Model):
                         batch, pass_size, passes, remainder, missing
                     )
                     accumulator.update_logsumexp(logsumexp, pass_size * passes + remainder)
-                    progress.update(
-                        done + len(batch) * accumulator.count / num_samples, logsumexp
-                    )
+                    progress.update(done + len(batch) * accumulator.count / num_samples, logsumexp)
                 out.append(ops.convert_to_numpy(accumulator.result()))
                 done += len(batch)
         return np.concatenate(out)
@@ -573,9 +572,16 @@ class LatentModel(keras.Model):
         """The recognition distributions q(z_l | .) for each latent layer, bottom first.
 
         For layers whose posterior depends on samples of other layers, the distribution is
-        the one of a single sample. Returns a list of TFP distributions, batch shape `[B]`.
+        the one of a single sample. Returns a list of TFP distributions, batch shape `[B]`,
+        whose parameters one compiled call computes (not split across the devices of
+        `tfdlgm.distribute.data_parallel`).
         """
-        return self._posteriors(self._check_x(x), self._seed_generator(seed))
+        x = self._check_x(x)
+        posteriors = self._compiled(
+            "encode", lambda x: self._posteriors(x, self.seed_generator), batch_axis=None
+        )
+        with self._seeded(seed):
+            return posteriors(x)
 
     def _posteriors(self, x, seed_generator):
         trace = self.infer(x, 1, seed_generator)
@@ -604,16 +610,26 @@ class LatentModel(keras.Model):
                 f"calls. Received: num_examples={num_examples}"
             )
         validation.check_bool(mean, "mean")
-        generator = self._seed_generator(seed)
-        likelihood = self.generate(num_examples, generator)
-        x = likelihood.mean() if mean else likelihood.sample(seed=tfp_seed(generator))
-        return ops.convert_to_numpy(x)
+        samples = self._compiled("sample", self._samples)
+        with self._seeded(seed):
+            return ops.convert_to_numpy(samples(ops.zeros((num_examples, 0)), mean))
+
+    def _samples(self, rows, mean):
+        """x ~ p(x), or E[x | z], for as many examples as `rows` (`[num_examples, 0]`) has:
+        an empty tensor whose shape is the count, so that one compiled function serves every
+        count (a dynamic shape under TensorFlow; under JAX one compilation per count, as the
+        ops of an eager call would be) and `data_parallel` splits the draws over devices."""
+        likelihood = self.generate(ops.shape(rows)[0], self.seed_generator)
+        return likelihood.mean() if mean else likelihood.sample(seed=tfp_seed(self.seed_generator))
 
     def reconstruct(self, x, seed=None):
         """E[x | z] with z ~ q(z | x): the model's reconstruction of x, `[batch, data_dim]`."""
-        return ops.convert_to_numpy(
-            self._reconstruction(self._check_x(x), self._seed_generator(seed))
+        x = self._check_x(x)
+        reconstruction = self._compiled(
+            "reconstruct", lambda x: self._reconstruction(x, self.seed_generator)
         )
+        with self._seeded(seed):
+            return ops.convert_to_numpy(reconstruction(x))
 
     def _reconstruction(self, x, seed_generator):
         return self.infer(x, 1, seed_generator).likelihood.mean()[0]
@@ -642,14 +658,24 @@ class LatentModel(keras.Model):
                 f"Received: threshold={threshold!r}"
             )
         num_samples = validation.check_positive_int(num_samples, "num_samples")
-        generator = self._seed_generator(seed)
-        means = [[] for _ in self.latent_dims]
-        for batch in _batches(x, validation.check_positive_int(batch_size, "batch_size")):
-            trace = self.infer(batch, num_samples, generator)
-            for layer, out in zip(trace.latents, means):
-                mean = ops.convert_to_numpy(layer.posterior.mean())
-                out.append(mean.mean(axis=0) if mean.ndim == 3 else mean)  # [B, K_l]
-        return [int((np.concatenate(m).var(axis=0) > threshold).sum()) for m in means]
+        batch_size = validation.check_positive_int(batch_size, "batch_size")
+        posterior_means = self._compiled("posterior_means", self._posterior_means)
+        with self._seeded(seed):
+            means = [
+                ops.convert_to_numpy(posterior_means(batch, num_samples))
+                for batch in _batches(x, batch_size)
+            ]
+        layers = np.split(np.concatenate(means), np.cumsum(self.latent_dims)[:-1], axis=1)
+        return [int((m.var(axis=0) > threshold).sum()) for m in layers]
+
+    def _posterior_means(self, x, num_samples):
+        """E_q[z_l] of every layer side by side, `[B, sum_l K_l]`: the posterior mean,
+        averaged over the `num_samples` draws of the other layers it depends on."""
+        trace = self.infer(x, num_samples, self.seed_generator)
+        means = [layer.posterior.mean() for layer in trace.latents]
+        return ops.concatenate(
+            [ops.mean(m, axis=0) if len(m.shape) == 3 else m for m in means], axis=-1
+        )
 
     def impute(
         self,
@@ -738,7 +764,7 @@ class LatentModel(keras.Model):
 
         An endpoint evaluates its `x` in one pass: `log_likelihood` equals the Python
         method's numbers for batches of up to 100 examples (the method's `batch_size`, whose
-        samples it draws in the same chunks); send larger data in batches of 100 (a larger
+        samples it draws in the same passes); send larger data in batches of 100 (a larger
         batch gives an estimate of the same quantity from other draws, in more memory).
 
         It needs the TensorFlow backend: under JAX it raises a `ValueError` saying why
@@ -823,9 +849,9 @@ class LatentModel(keras.Model):
         return {
             "log_likelihood": (log_likelihood, [x, seed], True),
             "elbo": (elbo, [x, seed], True),
-            "sample": (sample, [num_examples, seed], False),
-            "reconstruct": (reconstruct, [x, seed], False),
-            "encode": (encode, [x, seed], False),
+            "sample": (sample, [num_examples, seed], True),
+            "reconstruct": (reconstruct, [x, seed], True),
+            "encode": (encode, [x, seed], True),
         }
 
     # -- densities at given latents (wake-sleep, score-function objectives) ----------------
