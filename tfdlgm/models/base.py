@@ -762,7 +762,7 @@ class LatentModel(keras.Model):
                                     of model.encode(x, seed=seed), `[batch, K_l]`
         ```
 
-        An endpoint evaluates its `x` in one pass: `log_likelihood` equals the Python
+        An endpoint evaluates its `x` in one call: `log_likelihood` equals the Python
         method's numbers for batches of up to 100 examples (the method's `batch_size`, whose
         samples it draws in the same passes); send larger data in batches of 100 (a larger
         batch gives an estimate of the same quantity from other draws, in more memory).
