@@ -171,7 +171,7 @@ def test_rank_one_sampling_is_reparameterised(rank_one):
     [
         (DiagonalGaussian(3), "Independent"),
         (RankOneGaussian(3), "RankOnePrecisionNormal"),
-        (BernoulliObservation(3), "Independent"),
+        (BernoulliObservation(3), "IndependentLogitBernoulli"),
         (GaussianObservation(3), "Independent"),
         (GaussianObservation(3, scale="per_example"), "Independent"),
     ],

@@ -55,8 +55,9 @@ BOUNDS = {
 def test_bounds_show_progress_only_when_asked(method, model_and_data, capsys, monkeypatch):
     model, x = model_and_data
     bound = BOUNDS[method]
-    # one chunk of 8 samples: several updates per batch of 4 examples in the L_k bounds
+    # calls of 8 samples: several updates per batch of 4 examples in the L_k bounds
     monkeypatch.setattr("tfdlgm.models.base._ROWS_PER_CHUNK", 32)
+    monkeypatch.setattr("tfdlgm.models.base._ROWS_PER_PASS", 32)
     silent = bound(model, x, 0)
     assert capsys.readouterr().out == ""
     auto = bound(model, x, "auto")  # stdout is captured, not a terminal

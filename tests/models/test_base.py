@@ -246,6 +246,58 @@ def test_the_elbo_draws_its_samples_in_chunks(monkeypatch):
     np.testing.assert_allclose(chunked, whole, atol=0.3)  # 400 draws each, different streams
 
 
+def test_the_log_likelihood_draws_its_samples_in_passes_of_a_compiled_loop(monkeypatch):
+    """L_k runs `_ROWS_PER_PASS`-row passes in a loop inside each compiled call: the calls
+    cover num_samples, and the estimate depends on the pass size, not on how many passes a
+    call holds (the loop carries the random stream from pass to pass)."""
+    from tfdlgm.models import base
+
+    model = tiny_vae()
+    x = binary(8)
+    monkeypatch.setattr(base, "_ROWS_PER_PASS", 8 * 16)
+    monkeypatch.setattr(base, "_ROWS_PER_CHUNK", 8 * 16 * 5)
+    assert base._bound_calls(150, 8) == [(16, 5, 0), (16, 4, 6)]
+    five_per_call = model.log_likelihood(x, num_samples=150, batch_size=8, seed=0, verbose=0)
+    monkeypatch.setattr(base, "_ROWS_PER_CHUNK", 8 * 16 * 2)
+    assert base._bound_calls(150, 8) == [(16, 2, 0)] * 4 + [(16, 1, 6)]
+    two_per_call = model.log_likelihood(x, num_samples=150, batch_size=8, seed=0, verbose=0)
+    np.testing.assert_allclose(two_per_call, five_per_call, rtol=1e-5)
+    other_seed = model.log_likelihood(x, num_samples=150, batch_size=8, seed=1, verbose=0)
+    assert np.all(other_seed != five_per_call)
+
+
+def test_compiled_sampling_draws_by_seed_and_traces_once_per_count(monkeypatch):
+    """`sample` runs one compiled function: a seed gives the same draws on every call and
+    another seed others, and a count seen before traces nothing again (TensorFlow: one trace
+    with a dynamic count serves every count after the second)."""
+    model = tiny_vae()
+    traced = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda n, g: traced.append(n) or generate(n, g))
+    first = model.sample(6, seed=0)
+    np.testing.assert_array_equal(model.sample(6, seed=0), first)
+    assert not np.array_equal(model.sample(6, seed=1), first)
+    for count in (3, 4, 5, 7, 3, 4, 5, 7):
+        assert model.sample(count, seed=0).shape == (count, 12)
+    if keras.backend.backend() == "tensorflow":
+        assert len(traced) <= 2
+    else:  # JAX compiles one program per shape
+        assert len(traced) == 5
+    np.testing.assert_array_equal(model.sample(6, seed=0), first)
+
+
+def test_reconstruct_encode_and_active_units_are_compiled_and_seeded():
+    model = tiny_vae()
+    x = binary(10)
+    np.testing.assert_array_equal(model.reconstruct(x, seed=3), model.reconstruct(x, seed=3))
+    assert not np.array_equal(model.reconstruct(x, seed=3), model.reconstruct(x, seed=4))
+    (q,) = model.encode(x, seed=0)
+    assert q.batch_shape == (10,) and q.event_shape == (2,)
+    assert model.active_units(x, threshold=0.0, batch_size=4, seed=0) == [2]
+    assert model.active_units(x, threshold=1e6, batch_size=4, seed=0) == [0]
+    assert {"reconstruct", "encode", "posterior_means"} <= set(model._compiled_functions)
+
+
 _VALUES = [0.0, 1.0, 0.5, -1.0, np.nan, np.inf]
 
 

@@ -57,7 +57,8 @@ def test_log_likelihood_with_5000_samples_is_within_005_nats_of_exact(fa, rng):
 def test_log_likelihood_in_many_small_chunks_stays_accurate(fa, rng, monkeypatch):
     model, params = fa
     x = draw(params, 20, rng)
-    monkeypatch.setattr(base, "_ROWS_PER_CHUNK", 20 * 50)  # 40 chunks of 50 samples
+    monkeypatch.setattr(base, "_ROWS_PER_PASS", 20 * 50)  # 40 passes of 50 samples,
+    monkeypatch.setattr(base, "_ROWS_PER_CHUNK", 20 * 50)  # one per compiled call
     estimate = model.log_likelihood(x, num_samples=2000, batch_size=20, seed=0)
     np.testing.assert_array_less(np.abs(estimate - model.exact_log_likelihood(x)), 0.1)
 

@@ -46,6 +46,7 @@ linalg = _active.linalg
 FOLD_DENSE_INPUTS = _active.FOLD_DENSE_INPUTS
 
 variables_kept_on_failure = _active.variables_kept_on_failure
+fused = _active.fused
 tfp_seed = _active.tfp_seed
 num_replicas = _active.num_replicas
 multi_worker_logs = _active.multi_worker_logs
@@ -60,25 +61,29 @@ add_export_endpoint = _active.add_export_endpoint
 
 
 class SeedStream(keras.random.SeedGenerator):
-    """The seeds `keras.random.SeedGenerator(seed)` draws, `[seed, 0], [seed, 1], ...`, from a
-    `seed` that may be a tensor, and with no state variable.
+    """The seeds a `keras.random.SeedGenerator` draws, from a state held as a tensor, with no
+    state variable: `[seed, 0], [seed, 1], ...` from `SeedStream(seed)` (`seed` may be a
+    tensor), `state, state + [0, 1], ...` from `SeedStream(state=state)`.
 
     A traced function (an exported endpoint) takes the seed as an input and draws what the
     model's own methods draw for that seed: they start the model's stream at
     `SeedGenerator(seed)`'s state `[seed, 0]` (`LatentModel._seeded`), and each draw adds
-    `[0, 1]`. The draws are counted as the function is traced.
+    `[0, 1]`. A compiled loop carries `value`, the state after the draws so far, from one
+    iteration to the next (`LatentModel._logsumexp_of_log_weights`), so its iterations draw
+    what the same passes called one by one would.
     """
 
-    def __init__(self, seed):  # no SeedGenerator.__init__: it would create the variable
-        self._seed = seed
-        self._draws = 0
-
-    def next(self, ordered=True):
+    def __init__(self, seed=None, state=None):  # no SeedGenerator.__init__: no variable
         from keras.src.backend import random_seed_dtype
 
-        dtype = random_seed_dtype()
-        seed = ops.stack([ops.cast(self._seed, dtype), ops.cast(self._draws, dtype)])
-        self._draws += 1
+        self._dtype = random_seed_dtype()
+        if state is None:
+            state = ops.stack([ops.cast(seed, self._dtype), ops.cast(0, self._dtype)])
+        self.value = ops.cast(state, self._dtype)
+
+    def next(self, ordered=True):
+        seed = self.value
+        self.value = seed + ops.convert_to_tensor([0, 1], dtype=self._dtype)
         return seed
 
 
@@ -122,7 +127,10 @@ def compile_model_function(model, fn, batch_axis=0):
     `strategy.run` on one shard per replica (TensorFlow).
 
     Args:
-        batch_axis: the axis of `fn`'s output that indexes the examples of `x`.
+        batch_axis: the axis of `fn`'s output that indexes the examples of `x`, or None
+            for a function whose batch is not split (it runs as one program, on the model's
+            devices); its output may then be any structure of tensors (TFP distributions
+            included).
 
     Returns:
         `run(x, *static)`, the compiled `fn`; the model's variables hold their new values after.
@@ -131,7 +139,7 @@ def compile_model_function(model, fn, batch_axis=0):
 
     def run(x, *static):
         replicas = _active.replicas_of(model)
-        if replicas == 1:
+        if replicas == 1 or batch_axis is None:
             return compiled(x, *static)
         rows = x.shape[0]
         padding = -rows % replicas
@@ -178,12 +186,15 @@ class StreamingLogMeanExp:
         self.count = 0
 
     def update(self, chunk):
-        chunk_logsumexp = ops.logsumexp(chunk, axis=0)
+        self.update_logsumexp(ops.logsumexp(chunk, axis=0), int(ops.shape(chunk)[0]))
+
+    def update_logsumexp(self, logsumexp, count):
+        """Adds `count` values per example given by their `logsumexp` over axis 0, `[batch]`."""
         if self._logsumexp is None:
-            self._logsumexp = chunk_logsumexp
+            self._logsumexp = logsumexp
         else:
-            self._logsumexp = ops.logaddexp(self._logsumexp, chunk_logsumexp)
-        self.count += int(ops.shape(chunk)[0])
+            self._logsumexp = ops.logaddexp(self._logsumexp, logsumexp)
+        self.count += count
 
     def result(self):
         if self._logsumexp is None:

@@ -106,6 +106,12 @@ def global_mean(values):
     return ops.mean(values)
 
 
+def fused(fn):
+    """`fn` as it is: JAX compiles every model function whole with XLA, which fuses its
+    elementwise ops and reductions already."""
+    return fn
+
+
 def compile_function(model, fn):
     """`fn(x, *static)` as a `jax.jit`-ed pure function of `model`'s variables; the
     non-trainable ones (the seed generator's state among them) are assigned after each call."""

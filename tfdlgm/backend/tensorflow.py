@@ -99,6 +99,26 @@ def uses_xla():
     return any(device.device_type != "CPU" for device in tf.config.list_physical_devices())
 
 
+def fused(fn):
+    """`fn`, elementwise ops of tensors and their reductions, as one XLA kernel inside a
+    compiled function (`compile_function`).
+
+    TensorFlow's graph runtime runs each op as a pass over memory of its own: `sum_d x_d l_d -
+    softplus(l_d)` over the `[S, B, D]` logits of a bound's chunk writes and reads four
+    tensors of S B D values. XLA fuses them into one loop that reads the logits once
+    (`benchmarks/likelihood_speed.py`). The matmuls stay outside it, on TensorFlow's oneDNN
+    kernels. Called eagerly (outside a `tf.function`), `fn` runs as it is, with no compilation
+    per shape.
+    """
+    compiled = tf.function(fn, jit_compile=True, autograph=False)
+
+    @functools.wraps(fn)
+    def run(*args):
+        return compiled(*args) if tf.inside_function() else fn(*args)
+
+    return run
+
+
 def compile_function(model, fn):
     """`fn(x, *static)` as a `tf.function`, compiled by XLA where `uses_xla` (`model`'s
     variables stay in place)."""

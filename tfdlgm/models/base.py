@@ -40,8 +40,12 @@ from tfdlgm.progress import Progress
 _SEED_STATE = "seed_generator_state"
 # The most values one sampled tensor may hold (the backends index with int32).
 _MAX_ELEMENTS = 2**31 - 1
-# Rows of [samples x examples] pushed through the decoder at once by the bound estimators.
+# Rows of [samples x examples] a bound estimator computes per compiled call (the ELBO's at
+# once, L_k's in passes of `_ROWS_PER_PASS`): the progress bar moves after each call.
 _ROWS_PER_CHUNK = 50_000
+# Rows of [samples x examples] per pass of L_k's loop inside a compiled call: the decoder's
+# `[rows, D]` activations stay in a core's cache between the ops that write and read them.
+_ROWS_PER_PASS = 2_000
 
 
 class LatentModel(keras.Model):
@@ -417,10 +421,11 @@ class LatentModel(keras.Model):
         L_k(x) = log (1/k) sum_s p(x, z_s) / q(z_s | x),    z_s ~ q(z | x)
         ```
 
-        The k samples are drawn in chunks and combined by a streaming log-mean-exp, so memory
-        does not grow with k. With missing entries (`mask`, or NaN in `x`) it is the MIWAE
-        bound on log p(x_o) (Mattei & Frellsen 2019, eq. 4): x_o for x above, q fed x with its
-        missing entries set to 0.
+        The k samples are drawn in passes of `_ROWS_PER_PASS` rows (samples x examples),
+        looped inside compiled calls of up to `_ROWS_PER_CHUNK` rows, and combined by a
+        streaming log-mean-exp, so memory does not grow with k. With missing entries (`mask`,
+        or NaN in `x`) it is the MIWAE bound on log p(x_o) (Mattei & Frellsen 2019, eq. 4): x_o
+        for x above, q fed x with its missing entries set to 0.
 
         Args:
             x: float array `[batch, data_dim]` in the likelihood's support; NaN marks a
@@ -429,7 +434,7 @@ class LatentModel(keras.Model):
             batch_size: int, examples per pass. Defaults to `100`.
             seed: int or None, for a reproducible estimate.
             verbose: `0` (silent), `1` (a progress bar over the examples, updated after every
-                chunk of samples, with the time left and the time per example), `2` (one
+                compiled call, with the time left and the time per example), `2` (one
                 line at the end) or `"auto"` (1 in a terminal, else 0; `tfdlgm.progress`).
                 Defaults to `"auto"`.
             mask: None or a bool array of the shape of `x`, True where `x` is observed.
@@ -445,17 +450,19 @@ class LatentModel(keras.Model):
         num_samples = validation.check_positive_int(num_samples, "num_samples")
         batch_size = validation.check_positive_int(batch_size, "batch_size")
         progress = Progress(len(x), verbose, unit_name="example")
-        log_weights = self._compiled("log_weights", self._log_weights_batch, batch_axis=1)
-        chunk = _samples_per_chunk(num_samples, batch_size)
+        logsumexp_of_log_weights = self._compiled("log_weights", self._log_weights_logsumexp)
+        calls = _bound_calls(num_samples, batch_size)
         out, done = [], 0
         with self._seeded(seed):
             for batch in _batches(x, batch_size):
                 accumulator = StreamingLogMeanExp()
-                for start in range(0, num_samples, chunk):
-                    size = min(chunk, num_samples - start)
-                    weights = log_weights(batch, size, missing)  # [size, B]
-                    accumulator.update(weights)
-                    progress.update(done + len(batch) * (start + size) / num_samples, weights)
+                for pass_size, passes, remainder in calls:
+                    # [B], over pass_size * passes + remainder samples
+                    logsumexp = logsumexp_of_log_weights(
+                        batch, pass_size, passes, remainder, missing
+                    )
+                    accumulator.update_logsumexp(logsumexp, pass_size * passes + remainder)
+                    progress.update(done + len(batch) * accumulator.count / num_samples, logsumexp)
                 out.append(ops.convert_to_numpy(accumulator.result()))
                 done += len(batch)
         return np.concatenate(out)
@@ -464,9 +471,39 @@ class LatentModel(keras.Model):
         trace, x = self._trace(x, num_samples, self.seed_generator, missing=missing)
         return objectives.elbo_terms(trace, x)["elbo"]
 
-    def _log_weights_batch(self, x, num_samples, missing):
-        trace, x = self._trace(x, num_samples, self.seed_generator, missing=missing)
-        return objectives.log_importance_weights(trace, x)  # [S, B]
+    def _log_weights_logsumexp(self, x, pass_size, passes, remainder, missing):
+        """`_logsumexp_of_log_weights` drawing from the model's random stream."""
+        stream = SeedStream(state=self.seed_generator.state.value)
+        out = self._logsumexp_of_log_weights(x, stream, pass_size, passes, remainder, missing)
+        self.seed_generator.state.assign(stream.value)
+        return out
+
+    def _logsumexp_of_log_weights(self, x, stream, pass_size, passes, remainder, missing):
+        """logsumexp_s log w_s over `passes` passes of `pass_size` samples and one of
+        `remainder`, `[B]` (log w_s: `objectives.log_importance_weights`).
+
+        The passes are a loop (`keras.ops.fori_loop`) inside one compiled call, so a pass's
+        tensors stay small (`_ROWS_PER_PASS` rows) without a round trip to the host per pass.
+        The loop carries the state of `stream` (a `SeedStream`, advanced by the draws): the
+        samples are those of the same passes drawn one after another.
+        """
+
+        def one_pass(size, stream):
+            trace, x_observed = self._trace(x, size, stream, missing=missing)
+            log_weights = objectives.log_importance_weights(trace, x_observed)  # [size, B]
+            return ops.logsumexp(log_weights, axis=0)
+
+        def body(_, carry):
+            total, state = carry
+            carried = SeedStream(state=state)
+            return ops.logaddexp(total, one_pass(pass_size, carried)), carried.value
+
+        total = ops.full(ops.shape(x)[:1], -math.inf, dtype=self.variable_dtype)
+        if passes:
+            total, stream.value = ops.fori_loop(0, passes, body, (total, stream.value))
+        if remainder:
+            total = ops.logaddexp(total, one_pass(remainder, stream))
+        return total
 
     def _trace(self, x, num_samples, seed_generator, training=False, missing=False):
         """`(trace, x)`: `infer` on `x`; with `missing`, NaN entries of `x` are missing: `infer`
@@ -535,9 +572,16 @@ class LatentModel(keras.Model):
         """The recognition distributions q(z_l | .) for each latent layer, bottom first.
 
         For layers whose posterior depends on samples of other layers, the distribution is
-        the one of a single sample. Returns a list of TFP distributions, batch shape `[B]`.
+        the one of a single sample. Returns a list of TFP distributions, batch shape `[B]`,
+        whose parameters one compiled call computes (not split across the devices of
+        `tfdlgm.distribute.data_parallel`).
         """
-        return self._posteriors(self._check_x(x), self._seed_generator(seed))
+        x = self._check_x(x)
+        posteriors = self._compiled(
+            "encode", lambda x: self._posteriors(x, self.seed_generator), batch_axis=None
+        )
+        with self._seeded(seed):
+            return posteriors(x)
 
     def _posteriors(self, x, seed_generator):
         trace = self.infer(x, 1, seed_generator)
@@ -566,16 +610,26 @@ class LatentModel(keras.Model):
                 f"calls. Received: num_examples={num_examples}"
             )
         validation.check_bool(mean, "mean")
-        generator = self._seed_generator(seed)
-        likelihood = self.generate(num_examples, generator)
-        x = likelihood.mean() if mean else likelihood.sample(seed=tfp_seed(generator))
-        return ops.convert_to_numpy(x)
+        samples = self._compiled("sample", self._samples)
+        with self._seeded(seed):
+            return ops.convert_to_numpy(samples(ops.zeros((num_examples, 0)), mean))
+
+    def _samples(self, rows, mean):
+        """x ~ p(x), or E[x | z], for as many examples as `rows` (`[num_examples, 0]`) has:
+        an empty tensor whose shape is the count, so that one compiled function serves every
+        count (a dynamic shape under TensorFlow; under JAX one compilation per count, as the
+        ops of an eager call would be) and `data_parallel` splits the draws over devices."""
+        likelihood = self.generate(ops.shape(rows)[0], self.seed_generator)
+        return likelihood.mean() if mean else likelihood.sample(seed=tfp_seed(self.seed_generator))
 
     def reconstruct(self, x, seed=None):
         """E[x | z] with z ~ q(z | x): the model's reconstruction of x, `[batch, data_dim]`."""
-        return ops.convert_to_numpy(
-            self._reconstruction(self._check_x(x), self._seed_generator(seed))
+        x = self._check_x(x)
+        reconstruction = self._compiled(
+            "reconstruct", lambda x: self._reconstruction(x, self.seed_generator)
         )
+        with self._seeded(seed):
+            return ops.convert_to_numpy(reconstruction(x))
 
     def _reconstruction(self, x, seed_generator):
         return self.infer(x, 1, seed_generator).likelihood.mean()[0]
@@ -604,14 +658,24 @@ class LatentModel(keras.Model):
                 f"Received: threshold={threshold!r}"
             )
         num_samples = validation.check_positive_int(num_samples, "num_samples")
-        generator = self._seed_generator(seed)
-        means = [[] for _ in self.latent_dims]
-        for batch in _batches(x, validation.check_positive_int(batch_size, "batch_size")):
-            trace = self.infer(batch, num_samples, generator)
-            for layer, out in zip(trace.latents, means):
-                mean = ops.convert_to_numpy(layer.posterior.mean())
-                out.append(mean.mean(axis=0) if mean.ndim == 3 else mean)  # [B, K_l]
-        return [int((np.concatenate(m).var(axis=0) > threshold).sum()) for m in means]
+        batch_size = validation.check_positive_int(batch_size, "batch_size")
+        posterior_means = self._compiled("posterior_means", self._posterior_means)
+        with self._seeded(seed):
+            means = [
+                ops.convert_to_numpy(posterior_means(batch, num_samples))
+                for batch in _batches(x, batch_size)
+            ]
+        layers = np.split(np.concatenate(means), np.cumsum(self.latent_dims)[:-1], axis=1)
+        return [int((m.var(axis=0) > threshold).sum()) for m in layers]
+
+    def _posterior_means(self, x, num_samples):
+        """E_q[z_l] of every layer side by side, `[B, sum_l K_l]`: the posterior mean,
+        averaged over the `num_samples` draws of the other layers it depends on."""
+        trace = self.infer(x, num_samples, self.seed_generator)
+        means = [layer.posterior.mean() for layer in trace.latents]
+        return ops.concatenate(
+            [ops.mean(m, axis=0) if len(m.shape) == 3 else m for m in means], axis=-1
+        )
 
     def impute(
         self,
@@ -709,9 +773,9 @@ class LatentModel(keras.Model):
                                     of model.encode(x, seed=seed), `[batch, K_l]`
         ```
 
-        An endpoint evaluates its `x` in one pass: `log_likelihood` equals the Python
+        An endpoint evaluates its `x` in one call: `log_likelihood` equals the Python
         method's numbers for batches of up to 100 examples (the method's `batch_size`, whose
-        samples it draws in the same chunks); send larger data in batches of 100 (a larger
+        samples it draws in the same passes); send larger data in batches of 100 (a larger
         batch gives an estimate of the same quantity from other draws, in more memory).
 
         It needs the TensorFlow backend: under JAX it raises a `ValueError` saying why
@@ -762,14 +826,16 @@ class LatentModel(keras.Model):
         seed = ("seed", (), "int32")
         num_examples = ("num_examples", (), "int32")
         batch_size = inspect.signature(self.log_likelihood).parameters["batch_size"].default
-        chunk = _samples_per_chunk(num_samples, batch_size)
+        calls = _bound_calls(num_samples, batch_size)
 
         def log_likelihood(x, seed):
             x, stream = self._check_x(x), SeedStream(seed)
             accumulator = StreamingLogMeanExp()
-            for start in range(0, num_samples, chunk):
-                trace = self.infer(x, min(chunk, num_samples - start), stream)
-                accumulator.update(objectives.log_importance_weights(trace, x))
+            for pass_size, passes, remainder in calls:
+                logsumexp = self._logsumexp_of_log_weights(
+                    x, stream, pass_size, passes, remainder, False
+                )
+                accumulator.update_logsumexp(logsumexp, pass_size * passes + remainder)
             return accumulator.result()
 
         def elbo(x, seed):
@@ -794,9 +860,9 @@ class LatentModel(keras.Model):
         return {
             "log_likelihood": (log_likelihood, [x, seed], True),
             "elbo": (elbo, [x, seed], True),
-            "sample": (sample, [num_examples, seed], False),
-            "reconstruct": (reconstruct, [x, seed], False),
-            "encode": (encode, [x, seed], False),
+            "sample": (sample, [num_examples, seed], True),
+            "reconstruct": (reconstruct, [x, seed], True),
+            "encode": (encode, [x, seed], True),
         }
 
     # -- densities at given latents (wake-sleep, score-function objectives) ----------------
@@ -926,9 +992,20 @@ def _decoder_input(latents):
     return latents[0] if len(latents) == 1 else latents
 
 
-def _samples_per_chunk(num_samples, batch_size):
-    """Samples per pass of a bound over batches of `batch_size`: `_ROWS_PER_CHUNK` rows."""
-    return max(1, min(num_samples, _ROWS_PER_CHUNK // batch_size))
+def _bound_calls(num_samples, batch_size):
+    """The compiled calls of L_k over batches of `batch_size`: `(pass_size, passes,
+    remainder)` each, `pass_size * passes + remainder` samples, `num_samples` in all.
+
+    A pass has `_ROWS_PER_PASS` rows, a call `_ROWS_PER_CHUNK` (at least one pass each); the
+    last call's `remainder` samples complete `num_samples`.
+    """
+    pass_size = max(1, min(num_samples, _ROWS_PER_PASS // batch_size))
+    per_call = max(1, _ROWS_PER_CHUNK // (pass_size * batch_size))
+    passes, remainder = divmod(num_samples, pass_size)
+    calls = [(pass_size, per_call, 0)] * (passes // per_call)
+    if passes % per_call or remainder:
+        calls.append((pass_size, passes % per_call, remainder))
+    return calls
 
 
 def _batches(x, batch_size):
