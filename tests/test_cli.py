@@ -145,7 +145,10 @@ def test_eval_sample_impute_zoo_and_help(trained, env):
             ["eval", "model.keras", "--k", "10", "--examples", "20"],
             ["sample", "model.keras", "-n", "16", "-o", "samples.png"],
             ["sample", "model.keras", "-n", "5", "--draws", "--seed", "3", "-o", "draws.png"],
-            ["impute", "model.keras", "--examples", "4", "--steps", "2", "-o", "bottom.png"],
+            [
+                "impute", "model.keras", "--examples", "4", "--num-samples", "200",
+                "-o", "bottom.png",
+            ],
             [
                 "impute", "model.keras", "--mask", "random:0.5", "--method",
                 "metropolis_within_gibbs", "--examples", "3", "--steps", "2", "-o", "random.png",
@@ -178,6 +181,7 @@ def test_eval_sample_impute_zoo_and_help(trained, env):
     assert Image.open(folder / "bottom.png").mode == "RGB"  # missing pixels drawn in colour
     assert "acceptance rate" in random["stdout"]
     assert "rows: original, masked, completed" in bottom["stdout"]
+    assert "importance sampling, 200 samples from the mixture proposal" in bottom["stdout"]
     assert "16 samples written to samples.png" in samples["stdout"]
 
     assert [line.split()[0] for line in listing["stdout"].splitlines()] == presets

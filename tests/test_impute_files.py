@@ -224,6 +224,8 @@ BAD_TABLES = [
     ("text named .npy", "text.npy", GOOD, [], 1, "text.npy is not a NumPy .npy file"),
     ("an .npz named .npy", "archive.npy", _npz(), [], 1, "archive.npy is an .npz archive, not a .npy array; save one with np.save"),
     ("-o of another format", "good.csv", GOOD, ["-o", "out.npy"], 2, r"-o out.npy: the output is written as the input is, so it needs the input's suffix .csv"),
+    ("--num-samples not a multiple of the mixture's components", "good.csv", GOOD, ["--num-samples", "150"], 2, r"--num-samples 150: the mixture proposal draws as many samples from each of its 100 components, so it needs a multiple of 100 \(or --proposal encoder\)"),
+    ("--proposal with a chain", "good.csv", GOOD, ["--method", "pseudo_gibbs", "--proposal", "encoder"], 2, "--proposal applies to --method importance only; this run does not use it"),
     ("-o in a missing folder", "good.csv", GOOD, ["-o", "no/out.csv"], 1, "-o: cannot write no/out.csv: the folder no does not exist"),
 ]  # fmt: skip
 

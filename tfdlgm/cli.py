@@ -51,9 +51,16 @@ import zipfile
 
 BACKENDS = ("tensorflow", "jax")
 IMPUTATION_METHODS = ("importance", "pseudo_gibbs", "metropolis_within_gibbs")
+IMPUTATION_PROPOSALS = ("mixture", "encoder")
 # `impute`'s defaults, filled in after parsing: each applies to some modes and methods only
 # (`_check_impute_flags`).
-IMPUTATION_DEFAULTS = {"num_samples": 1000, "steps": 100, "num_chains": 10, "examples": 16}
+IMPUTATION_DEFAULTS = {
+    "num_samples": 1000,
+    "proposal": "mixture",
+    "steps": 100,
+    "num_chains": 10,
+    "examples": 16,
+}
 _RESTARTED = "_TFDLGM_CLI_RESTARTED"  # set in the environment of the restarted command
 # TensorFlow's C++ log level unless the user set one: 3 keeps its INFO, WARNING and ERROR lines
 # (such as `failed call to cuInit` on a machine without a GPU) off the terminal; its errors
@@ -281,7 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument(
         "--method",
         choices=IMPUTATION_METHODS,
-        help="default: importance with --input, pseudo_gibbs with --mask",
+        help="default: importance (sampling, from the mixture proposal)",
+    )
+    impute.add_argument(
+        "--proposal",
+        choices=IMPUTATION_PROPOSALS,
+        help="importance: the mixture of the encoder at completions drawn by short chains, or "
+        "the encoder at the zero-filled data (MIWAE's); default: "
+        f"{IMPUTATION_DEFAULTS['proposal']}",
     )
     impute.add_argument(
         "--num-samples",
@@ -614,13 +628,14 @@ def _check_impute_flags(args):
     in the defaults of the others."""
     table = args.input is not None
     if args.method is None:
-        args.method = "importance" if table else "pseudo_gibbs"
+        args.method = "importance"
     chain = args.method != "importance"
     takes = {
         "examples": (not table, "--mask (MNIST test images)"),
         "overwrite": (table, "--input"),
         "num_chains": (table and chain, "--input with a chain method"),
         "num_samples": (not chain, "--method importance"),
+        "proposal": (not chain, "--method importance"),
         "steps": (chain, "a chain method (pseudo_gibbs, metropolis_within_gibbs)"),
     }
     for option, (applies, where) in takes.items():
@@ -629,6 +644,16 @@ def _check_impute_flags(args):
             raise CommandError(f"{flag} applies to {where} only; this run does not use it", 2)
         if applies and getattr(args, option) is None:
             setattr(args, option, IMPUTATION_DEFAULTS[option])
+    if args.proposal == "mixture":
+        from tfdlgm.impute import MIXTURE_COMPONENTS
+
+        if args.num_samples % MIXTURE_COMPONENTS:
+            raise CommandError(
+                f"--num-samples {args.num_samples}: the mixture proposal draws as many samples "
+                f"from each of its {MIXTURE_COMPONENTS} components, so it needs a multiple of "
+                f"{MIXTURE_COMPONENTS} (or --proposal encoder)",
+                2,
+            )
     if not table:
         if args.output is None:
             raise CommandError("-o/--output is required with --mask: the PNG file to write", 2)
@@ -639,9 +664,10 @@ def _check_impute_flags(args):
 
 
 def _imputation_options(args):
-    """`impute`'s keyword arguments for the method: K samples, or the chains' steps."""
+    """`impute`'s keyword arguments for the method: K samples from a proposal, or the chains'
+    steps."""
     if args.method == "importance":
-        return {"num_samples": args.num_samples}
+        return {"num_samples": args.num_samples, "proposal": args.proposal}
     return {"steps": args.steps}
 
 
@@ -739,7 +765,8 @@ def _imputation_summary(args, result):
     if args.method == "importance":
         ess = result.effective_sample_size
         return (
-            f"importance sampling, {args.num_samples:,} samples, effective sample size per "
+            f"importance sampling, {args.num_samples:,} samples from the {args.proposal} "
+            "proposal, effective sample size per "
             f"row: median {np.median(ess):,.1f}, lowest {ess.min():,.1f}"
         )
     chains = "" if args.num_chains is None else f", {args.num_chains} chains"
