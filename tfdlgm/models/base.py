@@ -43,9 +43,11 @@ _MAX_ELEMENTS = 2**31 - 1
 # Rows of [samples x examples] a bound estimator computes per compiled call (the ELBO's at
 # once, L_k's in passes of `_ROWS_PER_PASS`): the progress bar moves after each call.
 _ROWS_PER_CHUNK = 50_000
-# Rows of [samples x examples] per pass of L_k's loop inside a compiled call: the decoder's
-# `[rows, D]` activations stay in a core's cache between the ops that write and read them.
-_ROWS_PER_PASS = 2_000
+# Rows of [samples x examples] per pass of L_k's loop inside a compiled call: enough rows for
+# the matmuls to run at speed, a fifth of a call's memory per pass. On 2 CPU cores both backends
+# ran fastest at 10,000 of 2,000-20,000 (`benchmarks/likelihood_speed.py`; smaller passes cost
+# TensorFlow's graph loop up to a quarter).
+_ROWS_PER_PASS = 10_000
 
 
 class LatentModel(keras.Model):
