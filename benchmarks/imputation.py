@@ -1,16 +1,19 @@
-"""Imputation benchmark: complete the bottom half of MNIST test digits by every method.
+"""Imputation benchmark: complete MNIST test digits with a half of their pixels missing by every
+method.
 
 Run:
 
 ```bash
 TFDLGM_MNIST=../shared/data/mnist.npz python benchmarks/imputation.py            # ~3 min, CPU
 python benchmarks/imputation.py --preset vae-mnist      # a zoo preset instead of training
+python benchmarks/imputation.py --preset dlgm-mnist --mask random:0.5   # or top-half
 python benchmarks/imputation.py --task breast-cancer    # the UCI protocol against scikit-learn
 ```
 
 What it measures. A small VAE (latent 20, one hidden layer of 200, Bernoulli pixels) is trained
 for `--epochs` epochs on the dynamically binarised training split (or a zoo preset is loaded).
-The bottom 14 rows of the first `--examples` test digits (binarised once, seed 0) are masked and
+The first `--examples` test digits (binarised once, seed 0) lose the pixels `--mask` names (the
+bottom 14 rows by default, the top 14, or each pixel with probability P) and are
 completed by importance sampling (Mattei & Frellsen 2019) with the encoder's proposal and with
 the mixture proposal (`tfdlgm.impute`), K = 1000 samples and `--num-chains` multiple
 imputations, and by the pseudo-Gibbs chain (Rezende et al. 2014, app. E) and the
@@ -18,7 +21,7 @@ Metropolis-within-Gibbs chain (Mattei & Frellsen 2018), `--num-chains` chains of
 steps per digit. Two scores per method:
 
 ```none
-log-likelihood of the missing half = sum_{j missing} v_j log p_j + (1 - v_j) log (1 - p_j)
+log-likelihood of the missing pixels = sum_{j missing} v_j log p_j + (1 - v_j) log (1 - p_j)
 class kept = share of the completions (chains' last states or multiple imputations) that a
              classifier assigns the digit's true label
 ```
@@ -27,9 +30,10 @@ p_j is the method's predictive pixel probability (p clipped to [1e-6, 1 - 1e-6])
 digit, against mean imputation, where p_j is the training set's mean grey level of pixel j and
 its completions are draws from it. The classifier is a Keras MLP (784-256-10, 3 epochs on the
 training split, binarised once, seed 0); its accuracy on the complete digits and on the
-masked digits (missing half set to 0) are the references.
+masked digits (missing pixels set to 0) are the references.
 
-Writes `imputation.{json,md,png}` (a preset: `imputation-PRESET.{json,md,png}`) under `--out`
+Writes `imputation.{json,md,png}` (a preset: `imputation-PRESET.{json,md,png}`; another mask than
+the bottom half adds its name, `imputation-PRESET-top-half`, `-random-50`) under `--out`
 (grid rows: original, masked (missing in blue), the mixture's completion, its pixel
 probabilities, Metropolis-within-Gibbs completion). Exits non-zero unless `impute`'s default
 method beats mean imputation and reaches the goal of issue 40: a higher log-likelihood than
@@ -64,6 +68,7 @@ import tfdlgm
 from tfdlgm import datasets, images, impute
 
 ROWS = 14
+MASKS = ("bottom-half", "top-half", "random:P")
 EPS = 1e-6
 IMPORTANCE_SAMPLES = 1000
 # What each compared method passes to `impute`, in the report's order.
@@ -135,8 +140,39 @@ def class_kept(classifier, completions, labels):
     return float(np.mean(predicted.reshape(completions.shape[:2]) == labels))
 
 
+def mnist_mask(kind, shape, seed=0):
+    """`(mask, what is missing, file name part)` for `--mask`: True where a pixel is observed.
+
+    `"bottom-half"` and `"top-half"` hide `ROWS` of the 28 rows; `"random:P"` hides each pixel
+    with probability P (0 < P < 1), drawn with `seed`.
+    """
+    half = impute.bottom_rows_mask(shape, ROWS)  # False on the bottom ROWS rows
+    if kind == "bottom-half":
+        return half, f"bottom {ROWS} rows", ""
+    if kind == "top-half":
+        return ~half, f"top {ROWS} rows", "-top-half"
+    name, _, fraction = kind.partition(":")
+    try:
+        missing = float(fraction)
+    except ValueError:
+        missing = -1.0
+    if name != "random" or not 0 < missing < 1:
+        raise ValueError(
+            f"--mask must be bottom-half, top-half or random:P with 0 < P < 1, got {kind!r}"
+        )
+    mask = np.random.default_rng(seed).uniform(size=shape) >= missing
+    return mask, f"each pixel with probability {missing:g}", f"-random-{round(100 * missing)}"
+
+
 def run(
-    epochs=5, examples=500, steps=100, num_chains=10, seed=0, out="benchmarks/results", preset=None
+    epochs=5,
+    examples=500,
+    steps=100,
+    num_chains=10,
+    seed=0,
+    out="benchmarks/results",
+    preset=None,
+    mask="bottom-half",
 ):
     """Trains (or loads) the model, imputes, scores, writes the results; returns them."""
     out = pathlib.Path(out)
@@ -147,7 +183,7 @@ def run(
         model, about = tfdlgm.zoo.load(preset), {"model": f"zoo preset {preset}"}
     x = datasets.mnist("test", binarize="fixed", seed=0, batch_size=examples, as_numpy=True)[0]
     labels = mnist_labels()[1][: len(x)]
-    mask = impute.bottom_rows_mask(x.shape, ROWS)
+    mask, missing, stem_suffix = mnist_mask(mask, x.shape, seed)
     masked = np.where(mask, x, np.nan).astype("float32")
     classifier, classifier_seconds = train_classifier(seed)
     train_means = datasets.load_mnist_arrays()["train"].mean(axis=0)
@@ -158,7 +194,7 @@ def run(
         **about,
         "backend": keras.backend.backend(),
         "test_examples": int(len(x)),
-        "missing": f"bottom {ROWS} rows ({int((~mask[0]).sum())} pixels)",
+        "missing": f"{missing} ({int((~mask).sum()) / len(x):.0f} pixels per digit)",
         "steps": steps,
         "num_chains": num_chains,
         "mixture": {
@@ -213,7 +249,7 @@ def run(
             results["metropolis_within_gibbs"].completed[columns],
         ]
     )
-    stem = "imputation" if preset is None else f"imputation-{preset}"
+    stem = ("imputation" if preset is None else f"imputation-{preset}") + stem_suffix
     images.save_grid(grid, out / f"{stem}.png")
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown(report, stem))
@@ -222,7 +258,7 @@ def run(
 
 def goal(report):
     """Issue 40's goal for `impute`'s default method (importance with its default proposal):
-    a higher log-likelihood of the missing half than the best chain, with the class kept in
+    a higher log-likelihood of the missing pixels than the best chain, with the class kept in
     at least as many completions, and above mean imputation."""
     ll, kept = report["log_likelihood_missing"], report["class_kept"]
     default = {"importance": "importance_mixture"}.get(
@@ -242,7 +278,7 @@ def markdown(report, stem):
     classifier = report["classifier"]
     mixture = report["mixture"]
     lines = [
-        "# Imputation: bottom half of MNIST test digits",
+        f"# Imputation: MNIST test digits, missing {report['missing'].split(' (')[0]}",
         "",
         f"Model: {report['model']}"
         + (
@@ -259,9 +295,9 @@ def markdown(report, stem):
         "",
         f"Classifier ({classifier['model']}): accuracy {classifier['accuracy_complete']:.3f} on "
         "these digits complete, "
-        f"{classifier['accuracy_masked_zero_filled']:.3f} with the missing half set to 0.",
+        f"{classifier['accuracy_masked_zero_filled']:.3f} with the missing pixels set to 0.",
         "",
-        "| imputation | log-likelihood of the missing half (nats / digit) | class kept | "
+        "| imputation | log-likelihood of the missing pixels (nats / digit) | class kept | "
         "acceptance | ESS (median) | seconds |",
         "|---|---:|---:|---:|---:|---:|",
         f"| {LABELS['mean_imputation']} | {ll['mean_imputation']:.2f} | "
@@ -491,7 +527,14 @@ def main(argv=None):
     parser.add_argument("--masks", type=int, default=5, help="breast-cancer: masks, seeds 0...")
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
     parser.add_argument("--preset", default=None, help="a tfdlgm.zoo preset instead of training")
+    parser.add_argument(
+        "--mask", default="bottom-half", help="mnist: bottom-half (default), top-half or random:P"
+    )
     args = parser.parse_args(argv)
+    try:
+        mnist_mask(args.mask, (1, 28 * 28))
+    except ValueError as error:
+        parser.error(str(error))
     if args.task == "breast-cancer":
         report = breast_cancer(args.epochs or 300, tuple(range(args.masks)), out=args.out)
         print(json.dumps(report["goal"], indent=2))
@@ -504,6 +547,7 @@ def main(argv=None):
         args.seed,
         args.out,
         args.preset,
+        args.mask,
     )
     print(json.dumps(report, indent=2))
     goal = report["goal"]

@@ -481,3 +481,26 @@ def test_likelihood_speed_goals_and_peer_check():
     del result["variants"]["torch-eager"]
     statuses = [g["status"] for g in speed.goals(result)]
     assert statuses[:2] == ["not measured"] * 2
+
+
+@pytest.mark.parametrize(
+    "kind, missing_rows, suffix",
+    [("bottom-half", range(14, 28), ""), ("top-half", range(0, 14), "-top-half")],
+)
+def test_the_imputation_benchmark_hides_the_half_its_mask_names(kind, missing_rows, suffix):
+    mask, missing, stem_suffix = _suite("imputation").mnist_mask(kind, (3, 784))
+    rows = mask.reshape(3, 28, 28).all(axis=(0, 2))  # a row observed in every image
+    assert [r for r in range(28) if not rows[r]] == list(missing_rows)
+    assert not mask.reshape(3, 28, 28)[:, list(missing_rows)].any()
+    assert stem_suffix == suffix and missing.endswith("14 rows")
+
+
+def test_the_imputation_benchmarks_random_mask_hides_each_pixel_with_its_probability():
+    imputation = _suite("imputation")
+    mask, missing, suffix = imputation.mnist_mask("random:0.5", (500, 784), seed=0)
+    assert abs((~mask).mean() - 0.5) < 0.005  # 392,000 draws: 6 standard errors
+    assert (mask == imputation.mnist_mask("random:0.5", (500, 784), seed=0)[0]).all()
+    assert suffix == "-random-50" and missing == "each pixel with probability 0.5"
+    for bad in ("random:1", "random:x", "left-half"):
+        with pytest.raises(ValueError, match="bottom-half, top-half or random:P"):
+            imputation.mnist_mask(bad, (1, 784))
