@@ -106,7 +106,7 @@ CLI_SIZES = (
     ("--train-examples 500", "--train-examples 100"),
     ("--k 5000 --examples 100", "--k 10 --examples 4"),
     ("-n 64", "-n 4"),
-    ("--examples 8 --steps 100", "--examples 2 --steps 2"),
+    ("--examples 8", "--examples 2"),
 )
 SERVERS = ("tensorboard",)  # commands that start a server: not run
 # Runs `main(argv)` for each argv of the JSON list argv[1]; prints the exit codes as JSON.
