@@ -601,8 +601,10 @@ def test_every_recipe_is_the_schedule_its_preset_followed(name):
     recipe, metadata = train.read_recipe(name), zoo.metadata(name)
     record = metadata["training"]
     config = zoo.config(name)
+    # the fine-tuning stages the preset reached; saved in the last, on its objective
+    tuning = train.fine_tuning_stages(recipe)[: train.stage_reached(recipe, record["epochs"])]
     for key, value in recipe["model"]["config"].items():
-        if key == "objective" and "fine_tune" in recipe:
+        if key == "objective" and tuning:
             continue  # saved while fine-tuning: checked below
         assert config["config"][key] == value, key
     if recipe.get("method") == "em":  # fitted in one go: no schedule
@@ -612,10 +614,12 @@ def test_every_recipe_is_the_schedule_its_preset_followed(name):
     assert recipe["name"] == name and recipe["epochs"] == record["epochs"]
     assert recipe["learning_rates"] == record["learning_rates"]
     assert recipe["batch_size"] == record["batch_size"]
-    assert recipe.get("fine_tune", {}).get("from_epoch") == record.get("fine_tune_from_epoch")
+    starts = [stage["from_epoch"] for stage in tuning]
+    assert record.get("fine_tune_from_epoch") == (starts[0] if starts else None)
+    assert record.get("fine_tune_from_epochs") == (starts if len(starts) > 1 else None)
     assert recipe["model"]["class_name"] == config["registered_name"]
-    if "fine_tune" in recipe:  # saved while fine-tuning: on the fine-tuning objective
-        assert config["config"]["objective"] == recipe["fine_tune"]["objective"]
+    if tuning:
+        assert config["config"]["objective"] == tuning[-1]["objective"]
     # the record's optimizer is the recipe's at the last epoch's rate
     assert (
         record["optimizer"]["config"]
@@ -636,14 +640,14 @@ def test_the_schedule_and_the_stages_are_functions_of_the_epoch():
         1e-4,
     ]
     assert train.stages(recipe, 0, 4327) == [
-        {"start": 0, "end": 4000, "fine_tune": False},
-        {"start": 4000, "end": 4327, "fine_tune": True},
+        {"start": 0, "end": 4000, "fine_tune": 0},
+        {"start": 4000, "end": 4327, "fine_tune": 1},
     ]
-    assert train.stages(recipe, 3900, 3950) == [{"start": 3900, "end": 3950, "fine_tune": False}]
-    assert train.stages(recipe, 4100, 4200) == [{"start": 4100, "end": 4200, "fine_tune": True}]
+    assert train.stages(recipe, 3900, 3950) == [{"start": 3900, "end": 3950, "fine_tune": 0}]
+    assert train.stages(recipe, 4100, 4200) == [{"start": 4100, "end": 4200, "fine_tune": 1}]
     assert train.stages(recipe, 4327, 4327) == []
     assert train.stages(train.read_recipe("iwae-mnist"), 0, 10) == [
-        {"start": 0, "end": 10, "fine_tune": False}
+        {"start": 0, "end": 10, "fine_tune": 0}
     ]
 
 
@@ -651,7 +655,7 @@ def test_a_fine_tuning_stage_may_train_on_another_split_and_the_record_says_whic
     train = _train_tool()
     recipe = train.read_recipe("vae-mnist")  # fine-tuning from epoch 4,000
     recipe["fine_tune"] = {**recipe["fine_tune"], "split": "train+validation"}
-    assert (train.split_of(recipe), train.split_of(recipe, True)) == ("train", "train+validation")
+    assert (train.split_of(recipe), train.split_of(recipe, 1)) == ("train", "train+validation")
     before, after = train.data_record(recipe, 4000), train.data_record(recipe, 4001)
     assert (before["split"], before["examples"]) == ("train", 50_000)
     assert (after["split"], after["examples"]) == ("train+validation", 60_000)
@@ -671,13 +675,160 @@ def test_a_fine_tuning_stage_keeps_the_weights_and_takes_the_objective_and_rate(
         **train.read_recipe("vae-mnist"),
         "model": {"class_name": "tfdlgm>VAE", "config": {"latent_dim": 2, "hidden": [8]}},
     }
-    stage = {"start": 4000, "end": 4001, "fine_tune": False}
+    stage = {"start": 4000, "end": 4001, "fine_tune": 0}
     model = train.stage_model(recipe, stage, None, None)  # from scratch
-    tuned = train.stage_model(recipe, {**stage, "fine_tune": True}, model, None)
+    tuned = train.stage_model(recipe, {**stage, "fine_tune": 1}, model, None)
     assert tuned.objective.get_config() == {"name": "iwae", "num_samples": 10}
     np.testing.assert_allclose(tuned.optimizer.learning_rate, 1e-4)
     for a, b in zip(model.get_weights(), tuned.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+L_10 = {"name": "iwae", "num_samples": 10}
+DREG_L_10 = {**L_10, "gradient": "dreg"}
+
+
+def _fine_tuned_twice(train, *more):
+    """dlgm-mnist's recipe with its next run's second fine-tuning stage: L_10 from epoch 3,268,
+    then DReG's gradient of it on all 60,000 images from 3,418 (then `more` stages)."""
+    recipe = train.read_recipe("dlgm-mnist")
+    recipe["fine_tune"] = [
+        {"from_epoch": 3268, "objective": L_10},
+        {"from_epoch": 3418, "objective": DREG_L_10, "split": "train+validation"},
+        *more,
+    ]
+    return recipe
+
+
+def test_a_recipe_may_fine_tune_in_several_stages():
+    train = _train_tool()
+    recipe = _fine_tuned_twice(train)
+    assert train.stages(recipe, 0, 3500) == [
+        {"start": 0, "end": 3268, "fine_tune": 0},
+        {"start": 3268, "end": 3418, "fine_tune": 1},
+        {"start": 3418, "end": 3500, "fine_tune": 2},
+    ]
+    assert train.stages(recipe, 3300, 3418) == [{"start": 3300, "end": 3418, "fine_tune": 1}]
+    assert train.stages(recipe, 3400, 3450) == [
+        {"start": 3400, "end": 3418, "fine_tune": 1},
+        {"start": 3418, "end": 3450, "fine_tune": 2},
+    ]
+    assert train.stages(recipe, 3500, 3600) == [{"start": 3500, "end": 3600, "fine_tune": 2}]
+    assert [train.stage_reached(recipe, e) for e in (3268, 3269, 3418, 3419)] == [0, 1, 1, 2]
+    args = types.SimpleNamespace(workdir="work")
+    assert [train.checkpoint_dir(recipe, args, k) for k in range(3)] == [
+        pathlib.Path("work/checkpoints/dlgm-mnist"),
+        pathlib.Path("work/checkpoints/dlgm-mnist-fine-tune"),
+        pathlib.Path("work/checkpoints/dlgm-mnist-fine-tune-2"),
+    ]
+    record = train.training_record(recipe, 3500, 60.0)
+    assert (record["fine_tune_from_epoch"], record["fine_tune_from_epochs"]) == (3268, [3268, 3418])
+    record = train.training_record(recipe, 3418, 60.0)  # the second stage not reached
+    assert record["fine_tune_from_epoch"] == 3268 and "fine_tune_from_epochs" not in record
+    one = train.read_recipe("vae-mnist")  # one stage, a dict: a list of one
+    assert train.fine_tuning_stages(one) == [one["fine_tune"]]
+    assert train.fine_tuning_stages(train.read_recipe("fa-frey")) == []
+
+
+def test_each_fine_tuning_stage_trains_on_its_split_or_the_one_before_and_the_record_says_which():
+    train = _train_tool()
+    recipe = _fine_tuned_twice(train, {"from_epoch": 3500, "objective": L_10})
+    splits = [train.split_of(recipe, k) for k in range(4)]
+    assert splits == ["train", "train", "train+validation", "train+validation"]
+    records = train.DATASETS["mnist"]["records"]
+    assert train.data_record(recipe, 3418) == records["train"]  # two stages on one split
+    assert train.final_split(recipe, 3419) == "train+validation"
+    record = train.data_record(recipe, 3600)
+    assert (record["split"], record["examples"]) == ("train+validation", 60_000)
+    assert record["description"] == (
+        f"{records['train']['description']}, for epochs 1-3,418; then "
+        f"{records['train+validation']['description']}, from epoch 3,419"
+    )
+    figures = zoo.metadata("dlgm-mnist")["figures"]
+    card = train.card_text(recipe, train.training_record(recipe, 3600, 60.0), figures, 1)
+    assert 'tfdlgm.datasets.mnist("train+validation"' in card and "for epochs 1-3,418" in card
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        (
+            [{"from_epoch": 3418, "objective": DREG_L_10}, {"from_epoch": 3268, "objective": L_10}],
+            r"strictly increasing epochs.*Received: from_epoch=\[3418, 3268\]",
+        ),
+        (
+            [{"from_epoch": 3268, "objective": L_10}, {"from_epoch": 3268, "objective": L_10}],
+            r"strictly increasing epochs.*Received: from_epoch=\[3268, 3268\]",
+        ),
+        ([{"objective": L_10}], r"an int `from_epoch` >= 0 and an `objective`"),
+        ([{"from_epoch": "3268", "objective": L_10}], r"an int `from_epoch` >= 0"),
+        ([{"from_epoch": 3268}], r"an int `from_epoch` >= 0 and an `objective`"),
+        ("L_10", r"a stage or a list of stages.*Received: 'L_10'"),
+    ],
+)
+def test_malformed_fine_tuning_stages_are_a_clear_error(stages, message, monkeypatch, capsys):
+    train = _train_tool()
+    recipe = {**train.read_recipe("dlgm-mnist"), "fine_tune": stages}
+    with pytest.raises(ValueError, match=r"dlgm-mnist's recipe: `fine_tune`.*" + message):
+        train.stages(recipe, 0, 10)
+    monkeypatch.setattr(train, "read_recipe", lambda name: recipe)
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse(["dlgm-mnist"])
+    assert exit_info.value.code == 2
+    assert "dlgm-mnist's recipe: `fine_tune`" in capsys.readouterr().err
+
+
+def test_a_stage_may_not_go_back_to_fewer_examples(monkeypatch, capsys):
+    train = _train_tool()
+    recipe = _fine_tuned_twice(train, {"from_epoch": 3500, "objective": L_10, "split": "train"})
+    monkeypatch.setattr(train, "read_recipe", lambda name: recipe)
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse(["dlgm-mnist"])
+    assert exit_info.value.code == 2
+    assert "fine-tunes (stage 3) on 'train' after 'train+validation'" in capsys.readouterr().err
+
+
+def test_a_run_through_two_fine_tuning_stages_checkpoints_and_records_each(tmp_path, monkeypatch):
+    """A tiny VAE through `main` on 20 images: epoch 1 on the ELBO, epoch 2 on L_2, epoch 3 on
+    DReG's gradient of L_2 over train+validation."""
+    train = _train_tool()
+    dreg = {"name": "iwae", "num_samples": 2, "gradient": "dreg"}
+    recipe = {
+        **train.read_recipe("vae-mnist"),
+        "model": {"class_name": "tfdlgm>VAE", "config": {"latent_dim": 2, "hidden": [8]}},
+        "learning_rates": [[0, 1e-3], [2, 1e-4]],
+        "warm_up_epochs": None,
+        "epochs": 3,
+        "fine_tune": [
+            {"from_epoch": 1, "objective": {"name": "iwae", "num_samples": 2}},
+            {"from_epoch": 2, "objective": dreg, "split": "train+validation"},
+        ],
+    }
+    monkeypatch.setattr(train, "read_recipe", lambda name: recipe)
+    splits = []
+
+    def tiny_data(recipe, fine_tune=0):
+        splits.append(train.split_of(recipe, fine_tune))
+        return (np.random.default_rng(0).random((20, 784)) < 0.5).astype("float32")
+
+    monkeypatch.setattr(train, "training_data", tiny_data)
+    _stand_in_evaluation(monkeypatch, zoo.metadata("vae-mnist")["figures"])
+    out = tmp_path / "run"
+    assert train.main(["vae-mnist", "--workdir", str(tmp_path), "--out", str(out)]) == 0
+    assert splits == ["train", "train", "train+validation"]
+    metadata = zoo.metadata(out)
+    assert metadata["training"]["epochs"] == 3
+    assert metadata["training"]["fine_tune_from_epoch"] == 1
+    assert metadata["training"]["fine_tune_from_epochs"] == [1, 2]
+    assert metadata["training"]["optimizer"]["config"]["learning_rate"] == 1e-4
+    assert metadata["data"]["split"] == "train+validation"
+    assert "for epochs 1-2; then all 60,000" in metadata["data"]["description"]
+    assert zoo.config(out)["config"]["objective"] == dreg
+    checkpoints = tmp_path / "checkpoints"
+    assert [
+        train.checkpoint_logs(checkpoints / folder)[0]
+        for folder in ("vae-mnist", "vae-mnist-fine-tune", "vae-mnist-fine-tune-2")
+    ] == [1, 2, 3]
 
 
 def test_the_wall_clock_counts_the_time_between_epochs_and_stops_within_its_budget():

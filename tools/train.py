@@ -176,15 +176,57 @@ def learning_rate_at(recipe: dict, epoch: int) -> float:
     return [rate for start, rate in recipe["learning_rates"] if start <= epoch][-1]
 
 
+def fine_tuning_stages(recipe: dict) -> list[dict]:
+    """The recipe's fine-tuning stages, `[{"from_epoch", "objective", "split"?}, ...]` in order:
+    `fine_tune` is a list of them or one stage alone (a dict), and none without it.
+
+    Raises:
+        ValueError: if a stage is not a dict with an int `from_epoch` (>= 0) and an
+            `objective`, or the `from_epoch`s do not strictly increase.
+    """
+    tuning = recipe.get("fine_tune") or []
+    tuning = [tuning] if isinstance(tuning, dict) else tuning
+    where = f"{recipe['name']}'s recipe: `fine_tune`"
+    if not isinstance(tuning, list):
+        raise ValueError(
+            f"{where} must be a stage or a list of stages, "
+            f'{{"from_epoch": int, "objective": {{...}}, "split"?: str}}. Received: {tuning!r}'
+        )
+    for stage in tuning:
+        if not (
+            isinstance(stage, dict)
+            and type(stage.get("from_epoch")) is int
+            and stage["from_epoch"] >= 0
+            and "objective" in stage
+        ):
+            raise ValueError(
+                f"{where} stages must each have an int `from_epoch` >= 0 and an `objective`. "
+                f"Received: {stage!r}"
+            )
+    starts = [stage["from_epoch"] for stage in tuning]
+    if any(later <= earlier for earlier, later in zip(starts, starts[1:])):
+        raise ValueError(
+            f"{where} stages must start at strictly increasing epochs, each `from_epoch` after "
+            f"the one before. Received: from_epoch={starts}"
+        )
+    return tuning
+
+
+def stage_reached(recipe: dict, epochs: int) -> int:
+    """The stage a run of `epochs` epochs ended in: 0 for the recipe's own objective, k for its
+    k-th fine-tuning stage (which trains epochs `from_epoch + 1 ..`, 1-based)."""
+    return sum(stage["from_epoch"] < epochs for stage in fine_tuning_stages(recipe))
+
+
 def stages(recipe: dict, start: int, end: int) -> list[dict]:
-    """The stages of a run from epoch `start` to `end`: `{"start", "end", "fine_tune"}`, the
-    recipe's own objective before `fine_tune.from_epoch`, the fine-tuning objective from it."""
-    boundary = recipe["fine_tune"]["from_epoch"] if recipe.get("fine_tune") else math.inf
+    """The pieces of a run from epoch `start` to `end`, one for each stage it trains in:
+    `{"start", "end", "fine_tune"}`, where `fine_tune` is 0 for the recipe's own objective,
+    before the first fine-tuning stage's `from_epoch`, and k from the k-th stage's on."""
+    bounds = [0, *(stage["from_epoch"] for stage in fine_tuning_stages(recipe)), math.inf]
     parts = []
-    if start < min(end, boundary):
-        parts.append({"start": start, "end": min(end, boundary), "fine_tune": False})
-    if max(start, boundary) < end:
-        parts.append({"start": max(start, boundary), "end": end, "fine_tune": True})
+    for k, (begin, finish) in enumerate(zip(bounds, bounds[1:])):
+        if max(start, begin) < min(end, finish):
+            parts.append({"start": max(start, begin), "end": min(end, finish), "fine_tune": k})
     return parts
 
 
@@ -203,9 +245,11 @@ def with_learning_rate(optimizer: dict, rate: float) -> dict:
 def stage_model(recipe: dict, stage: dict, model, start_folder):
     """The model a stage starts from, compiled with a fresh optimizer: `model` (the stage
     before's), else the preset in `start_folder`, else a new one; a fine-tuning stage's model
-    trains on the fine-tuning objective."""
+    trains on its fine-tuning stage's objective (a model from the stage before is rebuilt on it,
+    its weights kept)."""
     optimizer = with_learning_rate(recipe["optimizer"], learning_rate_at(recipe, stage["start"]))
-    objective = recipe["fine_tune"]["objective"] if stage["fine_tune"] else None
+    k = stage["fine_tune"]
+    objective = fine_tuning_stages(recipe)[k - 1]["objective"] if k else None
     if model is None and start_folder is None:
         return build(recipe, optimizer)
     if model is None:
@@ -260,33 +304,43 @@ def dataset_of(recipe: dict) -> str:
     return recipe.get("data", "mnist")
 
 
-def split_of(recipe: dict, fine_tune: bool = False) -> str:
-    """The split a recipe's stage trains on: `recipe["split"]` (default "train"), or in the
-    fine-tuning stage `fine_tune.split` where the recipe gives one."""
+def split_of(recipe: dict, fine_tune: int = 0) -> str:
+    """The split a recipe's stage (`stages`' `fine_tune`) trains on: `recipe["split"]` (default
+    "train") before fine-tuning; a fine-tuning stage's own `split`, else the stage before's."""
     split = recipe.get("split", "train")
-    return recipe["fine_tune"].get("split", split) if fine_tune else split
+    for stage in fine_tuning_stages(recipe)[:fine_tune]:
+        split = stage.get("split", split)
+    return split
 
 
 def final_split(recipe: dict, epochs: int) -> str:
     """The split of the last stage a run of `epochs` epochs reached."""
-    tuned = bool(recipe.get("fine_tune")) and epochs > recipe["fine_tune"]["from_epoch"]
-    return split_of(recipe, tuned)
+    return split_of(recipe, stage_reached(recipe, epochs))
 
 
 def data_record(recipe: dict, epochs: int) -> dict:
     """What metadata.json records of the examples the weights of a run of `epochs` epochs saw:
     the last stage's split (each split holds the one before: "train+validation" holds
-    "train"), and when the stages' splits differ, which epochs saw which."""
+    "train"), and when the stages' splits differ, which epochs saw which (stages on the split
+    of the one before count as one run of epochs)."""
     records = DATASETS[dataset_of(recipe)]["records"]
-    first, last = split_of(recipe), final_split(recipe, epochs)
-    if first == last:
-        return records[last]
-    boundary = recipe["fine_tune"]["from_epoch"]
+    runs = []  # (split, first epoch, 1-based) for each run of epochs on one split
+    starts = [0, *(stage["from_epoch"] for stage in fine_tuning_stages(recipe))]
+    for k in range(stage_reached(recipe, epochs) + 1):
+        split = split_of(recipe, k)
+        if not runs or runs[-1][0] != split:
+            runs.append((split, starts[k] + 1))
+    if len(runs) == 1:
+        return records[runs[0][0]]
+    spans = [
+        f"{records[split]['description']}, for epochs {first:,}-{after - 1:,}"
+        for (split, first), (_, after) in zip(runs, runs[1:])
+    ]
+    split, first = runs[-1]
     return {
-        **records[last],
-        "description": (
-            f"{records[first]['description']}, for epochs 1-{boundary:,}; then "
-            f"{records[last]['description']}, from epoch {boundary + 1:,}"
+        **records[split],
+        "description": "; then ".join(
+            [*spans, f"{records[split]['description']}, from epoch {first:,}"]
         ),
     }
 
@@ -298,15 +352,17 @@ def validation_diagnostics(recipe: dict, every: int):
     return tfdlgm.callbacks.LatentDiagnostics(x, every=every, num_samples=50, seed=0)
 
 
-def training_data(recipe: dict, fine_tune: bool = False):
+def training_data(recipe: dict, fine_tune: int = 0):
     """The training split of the recipe's stage (`split_of`), drawn anew each epoch (seed 0)."""
     loader = getattr(tfdlgm.datasets, DATASETS[dataset_of(recipe)]["loader"])
     return loader(split_of(recipe, fine_tune), batch_size=recipe["batch_size"], seed=0)
 
 
-def checkpoint_dir(recipe, args, fine_tune: bool) -> pathlib.Path:
-    """Where a stage checkpoints: `checkpoints/<name>` or `checkpoints/<name>-fine-tune`."""
-    suffix = "-fine-tune" if fine_tune else ""
+def checkpoint_dir(recipe, args, fine_tune: int) -> pathlib.Path:
+    """Where a stage (`stages`' `fine_tune`) checkpoints: `checkpoints/<name>`, the first
+    fine-tuning stage `checkpoints/<name>-fine-tune`, the k-th (k >= 2)
+    `checkpoints/<name>-fine-tune-<k>`."""
+    suffix = "" if fine_tune == 0 else "-fine-tune" if fine_tune == 1 else f"-fine-tune-{fine_tune}"
     return pathlib.Path(args.workdir) / "checkpoints" / f"{recipe['name']}{suffix}"
 
 
@@ -338,7 +394,10 @@ def train_recipe(recipe, args, start_folder, start_epoch, start_seconds):
     `args.epochs`, stage by stage; returns the model, the epoch reached and the wall clock,
     which counts on from the preset's wall time or, resuming, from the last checkpoint's."""
     if args.resume:
-        logs = [checkpoint_logs(checkpoint_dir(recipe, args, tuned))[1] for tuned in (0, 1)]
+        logs = [
+            checkpoint_logs(checkpoint_dir(recipe, args, k))[1]
+            for k in range(len(fine_tuning_stages(recipe)) + 1)
+        ]
         start_seconds = max([start_seconds, *(log.get("wall_seconds", 0.0) for log in logs)])
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     clock = WallClock(start_seconds, max_seconds)
@@ -401,8 +460,12 @@ def training_record(recipe, epochs, wall_seconds):
         "wall_time_minutes": round(wall_seconds / 60, 1),
         "backend": keras.backend.backend(),
     }
-    if recipe.get("fine_tune") and epochs > recipe["fine_tune"]["from_epoch"]:
-        record["fine_tune_from_epoch"] = recipe["fine_tune"]["from_epoch"]
+    tuning = fine_tuning_stages(recipe)[: stage_reached(recipe, epochs)]
+    reached = [stage["from_epoch"] for stage in tuning]
+    if reached:
+        record["fine_tune_from_epoch"] = reached[0]
+    if len(reached) > 1:
+        record["fine_tune_from_epochs"] = reached
     return record
 
 
@@ -645,11 +708,23 @@ def parse(argv=None):
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be positive, got {args.epochs}")
     recipe = read_recipe(args.name)
-    for split in {split_of(recipe), split_of(recipe, bool(recipe.get("fine_tune")))}:
+    try:
+        tuning = fine_tuning_stages(recipe)
+    except ValueError as error:
+        parser.error(str(error))
+    splits = [split_of(recipe, k) for k in range(len(tuning) + 1)]
+    for split in splits:
         if split not in tfdlgm.datasets.TRAINING_SPLITS:
             parser.error(
                 f'{args.name}\'s recipe trains on "split": {split!r}; it must be one of '
                 f"{', '.join(tfdlgm.datasets.TRAINING_SPLITS)}"
+            )
+    order = tfdlgm.datasets.TRAINING_SPLITS.index
+    for k, (before, after) in enumerate(zip(splits, splits[1:]), start=1):
+        if order(after) < order(before):
+            parser.error(
+                f"{args.name}'s recipe fine-tunes (stage {k}) on {after!r} after {before!r}: a "
+                "stage's split must hold the one before's (the weights saw those examples)"
             )
     em = recipe.get("method") == "em"
     if em and (args.epochs or args.resume or args.continue_ or args.start or args.max_minutes):
