@@ -682,6 +682,13 @@ def test_a_fine_tuning_stage_keeps_the_weights_and_takes_the_objective_and_rate(
     np.testing.assert_allclose(tuned.optimizer.learning_rate, 1e-4)
     for a, b in zip(model.get_weights(), tuned.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    # from one fine-tuning stage to the next: its objective, a fresh optimizer
+    recipe["fine_tune"] = [recipe["fine_tune"], {"from_epoch": 4100, "objective": DREG_L_10}]
+    again = train.stage_model(recipe, {"start": 4100, "end": 4101, "fine_tune": 2}, tuned, None)
+    assert again.objective.get_config() == DREG_L_10
+    assert again.optimizer is not tuned.optimizer
+    for a, b in zip(tuned.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 L_10 = {"name": "iwae", "num_samples": 10}

@@ -12,27 +12,30 @@ A recipe is data: `zoo/<name>/recipe.json` holds the data set (`data`: "mnist", 
 all 60,000 MNIST training images, for a final fit once every choice was made on the validation
 split; metadata.json and the card say which), the model (registered class name and config), the
 optimizer, the batch size, the learning rate by epoch (`learning_rates`, `[[from_epoch, rate],
-...]`, piecewise constant: the schedule the shipped preset followed), the KL warm-up, the epoch
-from which `fine_tune` trains on another objective (the importance-weighted bound, as Sønderby
-et al. 2016 fine-tune; DReG's gradient of it, `"gradient": "dreg"`) and, where it says so, on
-another split (`fine_tune.split`: a fit that chose its recipe on the validation split goes on
-over all 60,000 images), the total `epochs`, and the texts and citation of the card. Since the
+...]`, piecewise constant: the schedule the shipped preset followed), the KL warm-up, the
+fine-tuning stages (`fine_tune`: a list of `{"from_epoch", "objective", "split"}` at strictly
+increasing `from_epoch`, or one such stage alone), each training from its epoch on another
+objective (the importance-weighted bound, as Sønderby et al. 2016 fine-tune; DReG's gradient of
+it, `"gradient": "dreg"`) and on its `split`, or without one on the stage before's (a fit that
+chose its recipe on the validation split goes on over all 60,000 images; a stage's split must
+hold the one before's), the total `epochs`, and the texts and citation of the card. Since the
 rate and the objective are functions of the epoch alone, a run may be cut into pieces
 (`--epochs`, `--max-minutes`, `--resume`, `--continue`) and still follow the recipe:
 `tools/train.py NAME` with no flags reproduces the preset. A recipe with `"method": "em"`
 (factor analysis) is fitted by `FactorAnalysis.fit_em` in one go on the training split drawn
 once with seed 0.
 
-Training is `tfdlgm.training.train`: it logs to TensorBoard under `logs/<name>` and checkpoints
-every epoch into `checkpoints/<name>[-fine-tune]/` under `--workdir` (atomically; `state.json`
-keeps the wall time so far, which a resumed run counts on from; one run at a time owns the
-folder). `--resume` continues from the checkpoint, `--overwrite` starts afresh over one (a
-folder that holds a checkpoint is refused without either); `--max-minutes` stops before an epoch
-that would not end within the budget; SIGTERM or Ctrl-C (`tfdlgm.callbacks.StopOnSignal`) after
-the epoch in progress. Then the model is evaluated on the recipe's test set (MNIST binarised
-once, or Frey faces dequantised once, seed 0) by `tfdlgm.evaluation.evaluate_preset` and the
-preset folder (`zoo/<name>/`, or `--out`) is written by `tfdlgm.zoo.save_preset`, its card from
-the recipe.
+Training is `tfdlgm.training.train`: it logs to TensorBoard under `logs/<folder>` and
+checkpoints every epoch into `checkpoints/<folder>/` under `--workdir`, the folder `<name>`
+before fine-tuning, `<name>-fine-tune` in the first fine-tuning stage and `<name>-fine-tune-<k>`
+in the k-th (atomically; `state.json` keeps the wall time so far, which a resumed run counts on
+from, the latest of every stage's; one run at a time owns a folder). `--resume` continues from
+the checkpoint, `--overwrite` starts afresh over one (a folder that holds a checkpoint is
+refused without either); `--max-minutes` stops before an epoch that would not end within the
+budget; SIGTERM or Ctrl-C (`tfdlgm.callbacks.StopOnSignal`) after the epoch in progress. Then
+the model is evaluated on the recipe's test set (MNIST binarised once, or Frey faces dequantised
+once, seed 0) by `tfdlgm.evaluation.evaluate_preset` and the preset folder (`zoo/<name>/`, or
+`--out`) is written by `tfdlgm.zoo.save_preset`, its card from the recipe.
 
 `--continue` starts from the shipped preset `zoo/<name>` (`--from FOLDER`: from another folder
 of the same recipe, e.g. an `--out`) instead of from scratch: its weights, epoch count and wall
