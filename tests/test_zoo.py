@@ -767,9 +767,10 @@ def test_each_fine_tuning_stage_trains_on_its_split_or_the_one_before_and_the_re
             [{"from_epoch": 3268, "objective": L_10}, {"from_epoch": 3268, "objective": L_10}],
             r"strictly increasing epochs.*Received: from_epoch=\[3268, 3268\]",
         ),
-        ([{"objective": L_10}], r"an int `from_epoch` >= 0 and an `objective`"),
-        ([{"from_epoch": "3268", "objective": L_10}], r"an int `from_epoch` >= 0"),
-        ([{"from_epoch": 3268}], r"an int `from_epoch` >= 0 and an `objective`"),
+        ([{"objective": L_10}], r"an int `from_epoch` >= 1 and an `objective`"),
+        ([{"from_epoch": "3268", "objective": L_10}], r"an int `from_epoch` >= 1"),
+        ([{"from_epoch": 0, "objective": L_10}], r"an int `from_epoch` >= 1"),
+        ([{"from_epoch": 3268}], r"an int `from_epoch` >= 1 and an `objective`"),
         ("L_10", r"a stage or a list of stages.*Received: 'L_10'"),
     ],
 )

@@ -184,7 +184,7 @@ def fine_tuning_stages(recipe: dict) -> list[dict]:
     `fine_tune` is a list of them or one stage alone (a dict), and none without it.
 
     Raises:
-        ValueError: if a stage is not a dict with an int `from_epoch` (>= 0) and an
+        ValueError: if a stage is not a dict with an int `from_epoch` (>= 1) and an
             `objective`, or the `from_epoch`s do not strictly increase.
     """
     tuning = recipe.get("fine_tune") or []
@@ -199,11 +199,11 @@ def fine_tuning_stages(recipe: dict) -> list[dict]:
         if not (
             isinstance(stage, dict)
             and type(stage.get("from_epoch")) is int
-            and stage["from_epoch"] >= 0
+            and stage["from_epoch"] >= 1
             and "objective" in stage
         ):
             raise ValueError(
-                f"{where} stages must each have an int `from_epoch` >= 0 and an `objective`. "
+                f"{where} stages must each have an int `from_epoch` >= 1 and an `objective`. "
                 f"Received: {stage!r}"
             )
     starts = [stage["from_epoch"] for stage in tuning]
