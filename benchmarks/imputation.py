@@ -68,7 +68,6 @@ import tfdlgm
 from tfdlgm import datasets, images, impute
 
 ROWS = 14
-MASKS = ("bottom-half", "top-half", "random:P")
 EPS = 1e-6
 IMPORTANCE_SAMPLES = 1000
 # What each compared method passes to `impute`, in the report's order.
@@ -140,28 +139,15 @@ def class_kept(classifier, completions, labels):
     return float(np.mean(predicted.reshape(completions.shape[:2]) == labels))
 
 
-def mnist_mask(kind, shape, seed=0):
-    """`(mask, what is missing, file name part)` for `--mask`: True where a pixel is observed.
-
-    `"bottom-half"` and `"top-half"` hide `ROWS` of the 28 rows; `"random:P"` hides each pixel
-    with probability P (0 < P < 1), drawn with `seed`.
-    """
-    half = impute.bottom_rows_mask(shape, ROWS)  # False on the bottom ROWS rows
-    if kind == "bottom-half":
-        return half, f"bottom {ROWS} rows", ""
-    if kind == "top-half":
-        return ~half, f"top {ROWS} rows", "-top-half"
-    name, _, fraction = kind.partition(":")
-    try:
-        missing = float(fraction)
-    except ValueError:
-        missing = -1.0
-    if name != "random" or not 0 < missing < 1:
-        raise ValueError(
-            f"--mask must be bottom-half, top-half or random:P with 0 < P < 1, got {kind!r}"
-        )
-    mask = np.random.default_rng(seed).uniform(size=shape) >= missing
-    return mask, f"each pixel with probability {missing:g}", f"-random-{round(100 * missing)}"
+def mnist_mask(pattern, shape, seed=0):
+    """`(mask, what is missing, file name part)` for `--mask` (`tfdlgm.images.missing_pixels`:
+    True where a pixel is observed)."""
+    mask = images.missing_pixels(pattern, shape, seed=seed)
+    if pattern.startswith("random:"):
+        missing = float(pattern.partition(":")[2])
+        return mask, f"each pixel with probability {missing:g}", f"-random-{round(100 * missing)}"
+    where = pattern.partition("-")[0]
+    return mask, f"{where} {ROWS} rows", "" if where == "bottom" else f"-{where}-half"
 
 
 def run(

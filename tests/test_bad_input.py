@@ -228,7 +228,7 @@ CLI_CASES = [
     ("eval missing file", ["eval", "missing/model.keras"], 1, "missing/model.keras: no such file"),
     ("eval split unknown", ["eval", "vae-mnist", "--split", "dev"], 2, "argument --split: invalid choice: 'dev'"),
     ("sample n -1", ["sample", "vae-mnist", "-n", "-1", "-o", "x.png"], 2, "argument -n: must be a positive int, got '-1'"),
-    ("impute mask out of range", ["impute", "vae-mnist", "--mask", "random:1.5", "-o", "x.png"], 2, r"must be bottom-half or random:P with 0 < P < 1 .*got 'random:1.5'"),
+    ("impute mask out of range", ["impute", "vae-mnist", "--mask", "random:1.5", "-o", "x.png"], 2, r"must be bottom-half, top-half or random:P with 0 < P < 1 .*got 'random:1.5'"),
     ("impute unknown method", ["impute", "vae-mnist", "--method", "gibbs", "-o", "x.png"], 2, "argument --method: invalid choice: 'gibbs'"),
     ("impute input and mask", ["impute", "vae-mnist", "--input", "t.csv", "--mask", "bottom-half"], 2, "argument --mask: not allowed with argument --input"),
     ("impute input not a table", ["impute", "vae-mnist", "--input", "t.txt"], 2, r"argument --input: must be a .csv or .npy file name, got 't.txt'"),

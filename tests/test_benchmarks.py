@@ -502,5 +502,5 @@ def test_the_imputation_benchmarks_random_mask_hides_each_pixel_with_its_probabi
     assert (mask == imputation.mnist_mask("random:0.5", (500, 784), seed=0)[0]).all()
     assert suffix == "-random-50" and missing == "each pixel with probability 0.5"
     for bad in ("random:1", "random:x", "left-half"):
-        with pytest.raises(ValueError, match="bottom-half, top-half or random:P"):
+        with pytest.raises(ValueError, match="must be bottom-half, top-half or random:P"):
             imputation.mnist_mask(bad, (1, 784))

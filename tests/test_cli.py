@@ -207,7 +207,7 @@ def test_bad_input_fails_with_one_line_and_exit_status(trained, env):
         (["train", "--model", "vae", "--epochs", "1", "--output", "m.h5"], 2, ".keras file"),
         (["--backend", "torch", "zoo", "list"], 2, "invalid choice: 'torch'"),
         (["eval", "model.keras", "--examples", "many"], 2, "must be a positive int"),
-        (["impute", "model.keras", "--mask", "left-half", "-o", "x.png"], 2, "bottom-half or"),
+        (["impute", "model.keras", "--mask", "left-half", "-o", "x.png"], 2, "top-half or"),
         (["impute", "model.keras", "--mask", "random:1.5", "-o", "x.png"], 2, "0 < P < 1"),
         (["impute", "model.keras", "--method", "gibbs", "-o", "x.png"], 2, "invalid choice"),
         (["eval", "missing.keras"], 1, "missing.keras: no such file"),

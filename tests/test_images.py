@@ -39,3 +39,29 @@ def test_nan_pixels_are_drawn_in_colour(tmp_path):
 def test_a_wrong_image_size_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"\[N, 784\].*Received: shape=\(2, 5, 7\)"):
         images.save_grid(np.zeros((2, 5, 7)), tmp_path / "g.png")
+
+
+@pytest.mark.parametrize(
+    "pattern, hidden_rows",
+    [("bottom-half", [3, 4]), ("top-half", [0, 1])],
+)
+def test_a_half_pattern_hides_the_floor_of_half_the_rows(pattern, hidden_rows):
+    mask = images.missing_pixels(pattern, (2, 15), image_shape=(5, 3))
+    assert mask.shape == (2, 15) and mask.dtype == bool
+    rows = mask.reshape(2, 5, 3)
+    assert [r for r in range(5) if not rows[:, r].any()] == hidden_rows
+    assert rows[:, [r for r in range(5) if r not in hidden_rows]].all()
+
+
+def test_the_random_pattern_hides_each_pixel_with_its_probability_and_its_seed():
+    mask = images.missing_pixels("random:0.25", (400, 784), seed=3)
+    assert abs((~mask).mean() - 0.25) < 0.004  # 313,600 draws: 5 standard errors
+    assert (mask == images.missing_pixels("random:0.25", (400, 784), seed=3)).all()
+    assert not (mask == images.missing_pixels("random:0.25", (400, 784), seed=4)).all()
+
+
+@pytest.mark.parametrize("pattern", ["random:1", "random:0", "random:x", "left-half", "random"])
+def test_an_unknown_pattern_is_a_clear_error(pattern):
+    message = f"must be bottom-half, top-half or random:P .*{pattern!r}"
+    with pytest.raises(ValueError, match=message):
+        images.missing_pixels(pattern, (1, 784))

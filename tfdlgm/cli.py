@@ -283,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="your table: .csv (an optional header row) or .npy; NaN or empty = missing",
     )
     given.add_argument(
-        "--mask", type=_mask, help="MNIST test images: bottom-half (default) or random:P"
+        "--mask",
+        type=_mask,
+        help="MNIST test images: bottom-half (default), top-half or random:P",
     )
     impute.add_argument(
         "--method",
@@ -675,17 +677,12 @@ def _impute_images(args):
     import numpy as np
 
     from tfdlgm import images
-    from tfdlgm import impute as imputation
 
     _check_output(args.output, "-o")
     model = _load_model(args.model)
     shape = _image_shape(model)
     x = _mnist_examples(model, "test", args.examples)
-    kind, missing_fraction = args.mask or _mask("bottom-half")
-    if kind == "bottom-half":
-        mask = imputation.bottom_rows_mask(x.shape, rows=shape[0] // 2, image_shape=shape)
-    else:
-        mask = np.random.default_rng(args.seed).uniform(size=x.shape) >= missing_fraction
+    mask = images.missing_pixels(args.mask or "bottom-half", x.shape, shape, seed=args.seed)
     masked = np.where(mask, x, np.nan)
     result = model.impute(
         masked, mask, method=args.method, seed=args.seed, **_imputation_options(args)
@@ -1019,18 +1016,12 @@ _png_file = _file_name(".png")
 
 
 def _mask(text):
-    if text == "bottom-half":
-        return ("bottom-half", 0.5)
-    kind, _, fraction = text.partition(":")
+    from tfdlgm import images
+
     try:
-        missing = float(fraction)
-    except ValueError:
-        missing = -1.0
-    if kind != "random" or not 0 < missing < 1:
-        raise argparse.ArgumentTypeError(
-            f"must be bottom-half or random:P with 0 < P < 1 the fraction missing, got {text!r}"
-        )
-    return ("random", missing)
+        return images.check_pattern(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _add_devices_argument(parser):

@@ -1,4 +1,6 @@
-"""Image grids as PNG files (and arrays, for TensorBoard), for benchmarks and model cards.
+"""Image grids as PNG files (and arrays, for TensorBoard), for benchmarks and model cards, and
+the named patterns of missing pixels that `tfdlgm impute --mask` and the imputation benchmark
+hide.
 
 `png` is the one PNG encoder: `save_grid` writes its bytes, and the TensorBoard image summaries
 (`tfdlgm.summaries`) hold them.
@@ -16,6 +18,50 @@ import numpy as np
 
 # Missing pixels (NaN) are drawn in this colour, to tell them from grey levels.
 MISSING_RGB = (70, 110, 200)
+# The patterns of `missing_pixels`, as its errors name them.
+PATTERNS = "bottom-half, top-half or random:P with 0 < P < 1 the fraction missing"
+
+
+def check_pattern(pattern: str) -> str:
+    """`pattern` if it names a pattern of `missing_pixels`, else a `ValueError` naming them."""
+    name, _, fraction = pattern.partition(":")
+    if pattern in ("bottom-half", "top-half"):
+        return pattern
+    try:
+        missing = float(fraction)
+    except ValueError:
+        missing = -1.0
+    if name != "random" or not 0 < missing < 1:
+        raise ValueError(f"must be {PATTERNS}, got {pattern!r}")
+    return pattern
+
+
+def missing_pixels(pattern: str, shape, image_shape=(28, 28), seed: int = 0) -> np.ndarray:
+    """The observed pixels (True) of flattened images, with the pixels `pattern` names missing.
+
+    ```none
+    "bottom-half"  the bottom floor(height / 2) rows missing
+    "top-half"     the top floor(height / 2) rows missing
+    "random:P"     each pixel missing with probability P, independently (drawn with `seed`)
+    ```
+
+    Args:
+        pattern: str, one of the patterns above (`check_pattern`).
+        shape: `(batch, height * width)`, the shape of the flattened images.
+        image_shape: `(height, width)`. Defaults to `(28, 28)` (MNIST).
+        seed: int, the random pattern's seed. Defaults to `0`.
+
+    Returns:
+        bool `np.ndarray` of `shape`, False where a pixel is missing.
+    """
+    check_pattern(pattern)
+    height, width = (int(n) for n in image_shape)
+    if pattern.startswith("random:"):
+        return np.random.default_rng(seed).uniform(size=shape) >= float(pattern[7:])
+    rows = np.arange(height)
+    half = height // 2
+    hidden = rows >= height - half if pattern == "bottom-half" else rows < half
+    return np.broadcast_to(np.repeat(~hidden, width), tuple(shape)).copy()
 
 
 def save_grid(
