@@ -779,21 +779,24 @@ def test_malformed_fine_tuning_stages_are_a_clear_error(stages, message, monkeyp
     recipe = {**train.read_recipe("dlgm-mnist"), "fine_tune": stages}
     with pytest.raises(ValueError, match=r"dlgm-mnist's recipe: `fine_tune`.*" + message):
         train.stages(recipe, 0, 10)
-    monkeypatch.setattr(train, "read_recipe", lambda name: recipe)
-    with pytest.raises(SystemExit) as exit_info:
-        train.parse(["dlgm-mnist"])
-    assert exit_info.value.code == 2
-    assert "dlgm-mnist's recipe: `fine_tune`" in capsys.readouterr().err
+    assert "dlgm-mnist's recipe: `fine_tune`" in _parse_error(train, recipe, monkeypatch, capsys)
 
 
 def test_a_stage_may_not_go_back_to_fewer_examples(monkeypatch, capsys):
     train = _train_tool()
     recipe = _fine_tuned_twice(train, {"from_epoch": 3500, "objective": L_10, "split": "train"})
+    error = _parse_error(train, recipe, monkeypatch, capsys)
+    assert "fine-tunes (stage 3) on 'train' after 'train+validation'" in error
+
+
+def _parse_error(train, recipe, monkeypatch, capsys):
+    """What `tools/train.py dlgm-mnist` says on stderr, exiting with status 2, when
+    dlgm-mnist's recipe is `recipe`."""
     monkeypatch.setattr(train, "read_recipe", lambda name: recipe)
     with pytest.raises(SystemExit) as exit_info:
         train.parse(["dlgm-mnist"])
     assert exit_info.value.code == 2
-    assert "fine-tunes (stage 3) on 'train' after 'train+validation'" in capsys.readouterr().err
+    return capsys.readouterr().err
 
 
 def test_a_run_through_two_fine_tuning_stages_checkpoints_and_records_each(tmp_path, monkeypatch):
