@@ -224,6 +224,15 @@ def _status(met):
     return "met" if met else "missed"
 
 
+def _against_peer(goal, variant, prefix, ours, peer, target):
+    """A goal's line for `variant`'s images/s against the PyTorch peer's: met at `target`x."""
+    if not peer or variant not in ours:
+        return {"goal": goal, "status": "not measured", "figures": NOT_RUN}
+    ratio = ours[variant] / peer
+    figures = f"{prefix}{ratio:.2f}x: {ours[variant]:.1f} against {peer:.1f} images/s"
+    return {"goal": goal, "status": _status(ratio >= target), "figures": figures}
+
+
 def goals(result):
     """The issue's goals as `{"goal", "status", "figures"}`; status is met, missed or not
     measured (a variant or preset left out of the run)."""
@@ -237,25 +246,10 @@ def goals(result):
         f"{preset} {k}, default backend ({DEFAULT_VARIANT}) >= {GOAL_DEFAULT_VS_PEER}x "
         "PyTorch eager"
     )
-    if peer and DEFAULT_VARIANT in ours:
-        ratio = ours[DEFAULT_VARIANT] / peer
-        figures = f"{ratio:.2f}x: {ours[DEFAULT_VARIANT]:.1f} against {peer:.1f} images/s"
-        out.append(
-            {"goal": goal, "status": _status(ratio >= GOAL_DEFAULT_VS_PEER), "figures": figures}
-        )
-    else:
-        out.append({"goal": goal, "status": "not measured", "figures": NOT_RUN})
-
+    out.append(_against_peer(goal, DEFAULT_VARIANT, "", ours, peer, GOAL_DEFAULT_VS_PEER))
     goal = f"{preset} {k}, best backend >= {GOAL_BEST_VS_PEER}x PyTorch eager"
-    if peer and ours:
-        best = max(ours, key=ours.get)
-        ratio = ours[best] / peer
-        figures = f"{best}, {ratio:.2f}x: {ours[best]:.1f} against {peer:.1f} images/s"
-        out.append(
-            {"goal": goal, "status": _status(ratio >= GOAL_BEST_VS_PEER), "figures": figures}
-        )
-    else:
-        out.append({"goal": goal, "status": "not measured", "figures": NOT_RUN})
+    best = max(ours, key=ours.get) if ours else None
+    out.append(_against_peer(goal, best, f"{best}, ", ours, peer, GOAL_BEST_VS_PEER))
 
     goal = f"{k}, TensorFlow (default) >= {GOAL_TF_VS_JAX}x JAX per preset"
     cases = []
