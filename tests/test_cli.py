@@ -81,12 +81,8 @@ def _drive(argvs, env, cwd):
 
 
 def _error_lines(stderr):
-    """stderr without TensorFlow's start-up chatter (printed before its logging starts)."""
-    return [
-        line
-        for line in stderr.splitlines()
-        if line.strip() and not line.startswith(("I0000", "W0000", "WARNING: All log messages"))
-    ]
+    """stderr's lines that are not blank."""
+    return [line for line in stderr.splitlines() if line.strip()]
 
 
 def _grid_size(rows, columns, side=28, padding=2, scale=2):
@@ -228,10 +224,12 @@ def test_bad_input_fails_with_one_line_and_exit_status(trained, env):
             assert result["stderr"].startswith(f"tfdlgm {argv[0]}: error: "), argv
     assert not (folder / "x.png").exists()
 
-    # The same through the real console script: status and stderr as the shell sees them.
-    process = _run(["eval", "model.keras.missing.keras"], env, folder)
+    # The same through the real console script, TF_CPP_MIN_LOG_LEVEL unset: status and stderr
+    # as the shell sees them, without TensorFlow's start-up log lines.
+    default_logging = {k: v for k, v in env.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    process = _run(["eval", "model.keras.missing.keras"], default_logging, folder)
     assert process.returncode == 1
-    assert _error_lines(process.stderr) == [
+    assert process.stderr.splitlines() == [
         "tfdlgm eval: error: model.keras.missing.keras: no such file"
     ]
     assert process.stdout == ""
@@ -274,6 +272,25 @@ def test_the_user_s_tensorflow_log_level_is_kept(monkeypatch, capsys):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     assert cli.main(["zoo", "list"]) == 0
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.TF_LOG_LEVEL
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_tensorflow_s_start_up_log_lines_below_the_level_are_held_back(level, capfd):
+    """What C++ writes to file descriptor 2 while Keras starts (absl's lines, before absl's
+    logging is set up) is filtered by TF_CPP_MIN_LOG_LEVEL's severity; anything else is kept."""
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1796654748.669655   25839 port.cc:153] oneDNN custom operations are on.",
+        "W0000 00:00:1796654748.670600   25839 stub.cc:31] a warning",
+        "E0000 00:00:1796654754.881385   25839 cuda_platform.cc:52] failed call to cuInit",
+        "/site-packages/keras/x.py:3: UserWarning: a Python warning",
+        "Image 3 is 1.5 wide",
+    ]
+    severity = [1, 0, 1, 2, None, None]  # None: not an absl line
+    with cli._absl_lines_held_back(level):
+        os.write(2, "\n".join(lines).encode() + b"\n")
+    kept = [line for line, s in zip(lines, severity, strict=True) if s is None or s >= level]
+    assert capfd.readouterr().err.splitlines() == kept
 
 
 def test_a_model_saved_by_tfdlgm_loads_with_plain_keras_after_import_tfdlgm(tmp_path):

@@ -19,7 +19,8 @@ this module imports the heavy modules only inside the verbs that need them: `tfd
 Keras already runs another backend (`main` called in a process that imported it), the command
 starts itself again in a fresh interpreter with `KERAS_BACKEND` set. TensorFlow's C++ logging
 is silenced (`TF_CPP_MIN_LOG_LEVEL=3`, set before TensorFlow starts) unless you set
-`TF_CPP_MIN_LOG_LEVEL` yourself.
+`TF_CPP_MIN_LOG_LEVEL` yourself; the lines its libraries log while they load, which that
+variable does not reach, are held back by the same level (`_start_keras`).
 
 `train --model NAME` names a registered model class by its `short_name`
 (`tfdlgm.models.get`): `vae`, `dlgm`, `lvae`, `fa`, or a model of your own registered with
@@ -47,6 +48,7 @@ import os
 import pathlib
 import re
 import sys
+import tempfile
 import zipfile
 
 BACKENDS = ("tensorflow", "jax")
@@ -66,6 +68,13 @@ _RESTARTED = "_TFDLGM_CLI_RESTARTED"  # set in the environment of the restarted 
 # (such as `failed call to cuInit` on a machine without a GPU) off the terminal; its errors
 # still reach the user as Python exceptions, one line each.
 TF_LOG_LEVEL = "3"
+# The verbs that start Keras (and its backend); `zoo` and its verbs never do.
+KERAS_VERBS = frozenset({"train", "eval", "sample", "impute", "export", "bench"})
+# A line of absl's C++ logging: severity letter, MMDD, then the time ("I0000 00:00:17...").
+_ABSL_LINE = re.compile(r"([IWEF])\d{4} \d\d:\d\d:\d\d")
+_ABSL_SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
+# What absl prints, at WARNING severity, before its first line when logging is not set up yet.
+_ABSL_UNINITIALISED = "WARNING: All log messages before absl::InitializeLog() is called"
 # `train`'s defaults, filled in after parsing (argparse's are None, so that `_train` knows which
 # flags were given); with --resume the checkpoint's values replace the model's.
 TRAINING_DEFAULTS = {"batch_size": 100, "learning_rate": 1e-3}
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         _use_backend(args.backend, argv)
+        if args.command in KERAS_VERBS:
+            _start_keras()
         return args.run(args) or 0
     except CommandError as error:
         _print_error(args, error)
@@ -815,6 +826,54 @@ def _use_backend(backend, argv):
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "tfdlgm.cli", *argv])
+
+
+def _start_keras():
+    """Imports Keras, and so its backend, holding back the start-up lines its C++ libraries
+    log below `TF_CPP_MIN_LOG_LEVEL` (`_absl_lines_held_back`).
+
+    TensorFlow's shared libraries log through absl while they load ("oneDNN custom operations
+    are on", "Could not find cuda drivers"), before absl's logging is set up and so past
+    `TF_CPP_MIN_LOG_LEVEL`.
+    """
+    if "keras" in sys.modules:
+        return
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "")
+    with _absl_lines_held_back(int(level) if level.isdigit() else 0):
+        import keras  # noqa: F401
+
+
+@contextlib.contextmanager
+def _absl_lines_held_back(level):
+    """What the block writes to the stderr file descriptor is kept aside and written back at
+    its end, less the absl lines of a severity below `level` (`_filter_start_up_log`); anything
+    else (a Python warning, a traceback) comes through."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            sys.stderr.write(_filter_start_up_log(held.read().decode(errors="replace"), level))
+            sys.stderr.flush()
+
+
+def _filter_start_up_log(text, level):
+    """`text` less its absl lines of a severity below `level` (0 INFO, 1 WARNING, 2 ERROR,
+    3 FATAL: `TF_CPP_MIN_LOG_LEVEL`'s scale); absl's notice that logging is not set up yet
+    counts as a WARNING."""
+
+    def kept(line):
+        if line.startswith(_ABSL_UNINITIALISED):
+            return level <= _ABSL_SEVERITY["W"]
+        match = _ABSL_LINE.match(line)
+        return match is None or _ABSL_SEVERITY[match.group(1)] >= level
+
+    return "".join(line for line in text.splitlines(keepends=True) if kept(line))
 
 
 def _model_class(name):
