@@ -8,6 +8,7 @@ import csv
 import io
 import re
 
+import keras
 import numpy as np
 import pytest
 
@@ -87,7 +88,8 @@ def test_a_csv_with_a_header_is_completed_to_the_exact_conditional(fa, tmp_path,
         in out
     )
     lowest = float(re.search(r"median [\d.,]+, lowest ([\d.,]+)", out).group(1).replace(",", ""))
-    assert 1 <= lowest <= 4000
+    assert cli.FEW_EFFECTIVE_SAMPLES <= lowest <= 4000
+    assert err == ""  # no warning of few effective samples
     completed = read_csv(tmp_path / "survey.imputed.csv")
     variances = read_csv(tmp_path / "survey.imputed-variance.csv")
     assert completed[0] == HEADER and variances[0] == HEADER
@@ -113,6 +115,30 @@ def test_a_csv_with_a_header_is_completed_to_the_exact_conditional(fa, tmp_path,
     assert np.abs(error).max() < 5, error
     ratio = variance[missing] / exact_variance[missing]
     assert (np.abs(ratio - 1) < 5 * np.sqrt(2 / lowest)).all(), ratio
+
+
+def test_rows_of_few_effective_samples_are_warned_of(fa, tmp_path, capsys):
+    """A recognition model far narrower than p(z | x_o) proposes latents of which one or two
+    carry the weight: the summary's lowest effective sample size is under the threshold, and
+    stderr says how many rows rest on so few."""
+    _, model_path, x, missing = fa
+    model = keras.saving.load_model(model_path)
+    model.posterior.raw_scale.bias.assign(_inverse_softplus(np.full(2, 1e-3)))
+    narrow = tmp_path / "narrow.keras"
+    model.save(narrow)
+    table = tmp_path / "t.csv"
+    write_csv(table, x, missing)
+    argv = ["impute", str(narrow), "--input", str(table), "--proposal", "encoder"]
+    status, out, err = run([*argv, "--num-samples", "100"], capsys)
+    assert status == 0, err
+    lowest = float(re.search(r"lowest ([\d.,]+)", out).group(1))
+    few = re.fullmatch(
+        r"tfdlgm impute: warning: (\d+) of (\d+) imputed rows have an effective sample size "
+        r"under 10: .* more --num-samples raise it\n",
+        err,
+    )
+    assert lowest < cli.FEW_EFFECTIVE_SAMPLES and few, (out, err)
+    assert 1 <= int(few.group(1)) <= int(few.group(2)) == int(missing.any(1).sum())
 
 
 def test_an_npy_table_keeps_its_dtype_and_its_observed_bits(fa, tmp_path, capsys):

@@ -68,6 +68,9 @@ _RESTARTED = "_TFDLGM_CLI_RESTARTED"  # set in the environment of the restarted 
 # (such as `failed call to cuInit` on a machine without a GPU) off the terminal; its errors
 # still reach the user as Python exceptions, one line each.
 TF_LOG_LEVEL = "3"
+# Below this effective sample size `impute --input` warns that a row's variance understates
+# the uncertainty (a self-normalised estimate from fewer distinct draws).
+FEW_EFFECTIVE_SAMPLES = 10
 # The verbs that start Keras (and its backend); `zoo` and its verbs never do.
 KERAS_VERBS = frozenset({"train", "eval", "sample", "impute", "export", "bench"})
 # A line of absl's C++ logging: severity letter, MMDD, then the time ("I0000 00:00:17...").
@@ -757,12 +760,30 @@ def _impute_table(args):
         )
         mean[gaps], variance[gaps] = result.mean, result.variance
         print(f"Imputed by {_imputation_summary(args, result)}")
+        _warn_of_few_effective_samples(args, result)
     else:
         print("Nothing was missing: the outputs are the input and zero variances")
     # At the precision the model computes in: the digits beyond it are rounding noise.
     tables.write_array(outputs[1], variance.astype(model.variable_dtype), table)
     tables.write_completed(outputs[0], table, mean.astype(model.variable_dtype))
     print(f"Completed table written to {outputs[0]}, predictive variances to {outputs[1]}")
+
+
+def _warn_of_few_effective_samples(args, result):
+    """One line on stderr when importance sampling's estimate of some rows rests on fewer
+    than `FEW_EFFECTIVE_SAMPLES` effective samples: their variances then leave out most of
+    the spread of p(x_m | x_o) over the latents (`tfdlgm.impute`)."""
+    if result.effective_sample_size is None:
+        return
+    few = int((result.effective_sample_size < FEW_EFFECTIVE_SAMPLES).sum())
+    if few:
+        print(
+            f"tfdlgm impute: warning: {few:,} of {len(result.effective_sample_size):,} imputed "
+            f"rows have an effective sample size under {FEW_EFFECTIVE_SAMPLES}: their means "
+            "and variances rest on a few of the samples, and the variances understate the "
+            "uncertainty; more --num-samples raise it",
+            file=sys.stderr,
+        )
 
 
 def _imputation_summary(args, result):
