@@ -180,7 +180,11 @@ def test_eval_sample_impute_zoo_and_help(trained, env):
     assert "importance sampling, 200 samples from the mixture proposal" in bottom["stdout"]
     assert "16 samples written to samples.png" in samples["stdout"]
 
-    assert [line.split()[0] for line in listing["stdout"].splitlines()] == presets
+    rows = listing["stdout"].splitlines()
+    assert [line.split()[0] for line in rows] == presets
+    # In columns: every figure and every parameter count ends where the others do.
+    assert len({line.index("L_5000") for line in rows if "L_5000" in line}) == 1, rows
+    assert len({line.index(" parameters") for line in rows}) == 1, rows
     if presets:
         assert card["stdout"].strip() == zoo.card(presets[0]).strip()
     for verb, result in zip([*verbs, ""], helps, strict=True):

@@ -373,18 +373,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _zoo_list(args):
-    """One line a preset: name, data set, objective, test L_5000 and trainable parameters."""
+    """One line a preset: name, data set, objective, test L_5000 and trainable parameters, in
+    columns as wide as their longest entry."""
     from tfdlgm import zoo
 
+    rows = []
     for name in zoo.list():
         metadata = zoo.metadata(name)
         figure = metadata["figures"].get("log_likelihood")
-        nll = f"L_5000 {figure:7.2f}" if isinstance(figure, (int, float)) else f"{'':14}"
+        nll = f"L_5000 {figure:7.2f}" if isinstance(figure, (int, float)) else ""
         data = metadata.get("data", {})
         dataset = data.get("dataset", "?") + (", binarised" if data.get("binarization") else "")
         objective = metadata["training"].get("objective", "?")
-        parameters = f"{metadata['parameters']:>10,} parameters"
-        print(f"{name:12} {dataset:18} {objective:32} {nll}  {parameters}")
+        rows.append((name, dataset, objective, nll, f"{metadata['parameters']:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        left = "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths))
+        print(f"{left}  {row[3]:>{widths[3]}}  {row[4]:>{widths[4]}} parameters")
 
 
 def _zoo_card(args):
