@@ -110,7 +110,8 @@ def markdown(report: dict) -> str:
         f"From `{report['start']}`; held-out L_50 (nats, k = 50, seed 0) on the first "
         f"{report['examples']:,} validation {report['examples_word']} drawn once with seed 1, "
         f"against CPU-minutes of training (process CPU time, all threads; {report['device']}, "
-        f"{report['backend']}). Command: `{report['command']}`",
+        f"{report['backend']}). Command: `{report['command']}`"
+        + (" (`PRESET`: a folder holding that preset)" if " PRESET" in report["command"] else ""),
         "",
         header,
         "|" + "---|" * (len(points) + 2),
@@ -156,8 +157,8 @@ def plot(report: dict, path: pathlib.Path) -> pathlib.Path:
         draw.line([left - 4, py, left, py], fill="black")
         draw.text((left - 60, py - 6), f"{y:.2f}", fill="black")
     draw.text((left + 120, height - 25), "training time (CPU-minutes)", fill="black")
-    draw.text((5, top - 30), "held-out L_50 (nats; higher is better)", fill="black")
-    draw.text((left, 5), f"A/B: {report['name']}", fill="black")
+    draw.text((left, 5), f"A/B: {report['name']}, from {report['start']}", fill="black")
+    draw.text((5, top - 16), "held-out L_50 (nats; higher is better)", fill="black")
     for i, variant in enumerate(report["variants"]):
         colour = COLOURS[i % len(COLOURS)]
         points = [at(r["cpu_minutes"], r["L_50"]) for r in variant["rows"]]
@@ -210,6 +211,24 @@ def preset_start(folder):
     return start
 
 
+def shown_command(words, args) -> str:
+    """The command as the report shows it: a preset given as a folder outside the zoo as
+    `PRESET` (the report names it by preset and epoch), without `--out`."""
+    shown, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--out":
+            skip = True
+        elif word.startswith("--out="):
+            continue
+        else:
+            shown.append(
+                "PRESET" if word == args.preset and args.preset not in tfdlgm.zoo.list() else word
+            )
+    return "python benchmarks/ab.py " + " ".join(shown)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="the comparison's name: benchmarks/results/ab-<name>.*")
@@ -227,13 +246,12 @@ def main(argv=None) -> int:
     key = "frey_faces" if dataset == "Frey faces" else "mnist"
     loader = getattr(tfdlgm.datasets, key)
     x_valid = evaluation.protocol_test_set(dataset=key, split="validation")[: args.examples]
-    command = "python benchmarks/ab.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info = {
-        "start": args.preset,
+        "start": f"{metadata['name']} at epoch {metadata['training']['epochs']:,}",
         "examples_word": "images" if key == "mnist" else "frames",
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "backend": keras.backend.backend(),
-        "command": command,
+        "command": shown_command(sys.argv[1:] if argv is None else argv, args),
     }
     compare(
         args.name,

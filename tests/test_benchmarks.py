@@ -5,6 +5,7 @@
 `--quick` run CI uses (every backend and the peer, ~3 min) is marked slow.
 """
 
+import argparse
 import importlib
 import importlib.util
 import json
@@ -504,3 +505,13 @@ def test_the_imputation_benchmarks_random_mask_hides_each_pixel_with_its_probabi
     for bad in ("random:1", "random:x", "left-half"):
         with pytest.raises(ValueError, match="must be bottom-half, top-half or random:P"):
             imputation.mnist_mask(bad, (1, 784))
+
+
+def test_ab_shows_a_preset_folder_as_preset_and_leaves_out_the_output_folder():
+    ab = _ab()
+    words = ["x", "--preset", "/runs/iwae-476", "--out", "/runs/out", "--minutes", "4"]
+    shown = ab.shown_command(words, argparse.Namespace(preset="/runs/iwae-476"))
+    assert shown == "python benchmarks/ab.py x --preset PRESET --minutes 4"
+    words = ["x", "--preset", "vae-mnist", "--out=/runs/out"]
+    shown = ab.shown_command(words, argparse.Namespace(preset="vae-mnist"))
+    assert shown == "python benchmarks/ab.py x --preset vae-mnist"
