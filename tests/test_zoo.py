@@ -880,8 +880,14 @@ def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_p
     assert after["training"] == before["training"]
     assert after["files"]["model.weights.h5"] == before["files"]["model.weights.h5"]
     assert "| -80.00 |" in zoo.card(out) and "value: -80.00\n" in zoo.card(out)
-    with pytest.raises(SystemExit):  # re-evaluating trains nothing
-        train.main(["vae-mnist", "--re-evaluate", "--epochs", "5"])
+    # --from: another folder of the recipe, written to --out
+    again = tmp_path / "again"
+    assert train.main(["vae-mnist", "--re-evaluate", "--from", str(out), "--out", str(again)]) == 0
+    assert zoo.metadata(again)["training"] == before["training"]
+    assert (again / "model.weights.h5").read_bytes() == (out / "model.weights.h5").read_bytes()
+    for trains in (["--epochs", "5"], ["--continue"], ["--resume"]):  # re-evaluating trains nothing
+        with pytest.raises(SystemExit):
+            train.main(["vae-mnist", "--re-evaluate", *trains])
 
 
 def test_a_run_from_a_preset_at_its_own_epoch_trains_nothing_and_keeps_it(tmp_path, monkeypatch):

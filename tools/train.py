@@ -42,8 +42,8 @@ of the same recipe, e.g. an `--out`) instead of from scratch: its weights, epoch
 time carry on (its optimizer state is not kept) and the recipe's schedule continues at its
 epoch. `--validate-every N` logs held-out figures every N epochs
 (`tfdlgm.callbacks.LatentDiagnostics` on the whole validation split, drawn once with seed 1).
-`--re-evaluate` trains nothing: it evaluates the preset again and rewrites its figures and card,
-keeping its weights file byte for byte.
+`--re-evaluate` trains nothing: it evaluates the preset (`--from FOLDER`: that folder of the
+recipe) again and rewrites its figures and card, keeping its weights file byte for byte.
 
 How the shipped presets' compute was pieced together, stage by stage, is in `zoo/TRAINING.md`.
 """
@@ -704,8 +704,8 @@ def parse(argv=None):
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
         parser.error("--resume continues a checkpoint and --overwrite deletes it: pass one")
-    if args.re_evaluate and (args.epochs is not None or args.resume or args.start):
-        parser.error("--re-evaluate trains nothing: no --epochs, --resume or --from")
+    if args.re_evaluate and (args.epochs is not None or args.resume or args.continue_):
+        parser.error("--re-evaluate trains nothing: no --epochs, --resume or --continue")
     if args.validate_every is not None and args.validate_every < 1:
         parser.error(f"--validate-every must be a positive epoch count, got {args.validate_every}")
     if args.epochs is not None and args.epochs < 1:
