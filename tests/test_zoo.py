@@ -884,7 +884,8 @@ def test_re_evaluating_a_preset_rewrites_its_figures_and_keeps_its_weights(tmp_p
     again = tmp_path / "again"
     assert train.main(["vae-mnist", "--re-evaluate", "--from", str(out), "--out", str(again)]) == 0
     assert zoo.metadata(again)["training"] == before["training"]
-    assert (again / "model.weights.h5").read_bytes() == (out / "model.weights.h5").read_bytes()
+    for a, b in zip(zoo.load(again).weights, zoo.load(out).weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for trains in (["--epochs", "5"], ["--continue"], ["--resume"]):  # re-evaluating trains nothing
         with pytest.raises(SystemExit):
             train.main(["vae-mnist", "--re-evaluate", *trains])

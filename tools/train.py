@@ -43,7 +43,8 @@ time carry on (its optimizer state is not kept) and the recipe's schedule contin
 epoch. `--validate-every N` logs held-out figures every N epochs
 (`tfdlgm.callbacks.LatentDiagnostics` on the whole validation split, drawn once with seed 1).
 `--re-evaluate` trains nothing: it evaluates the preset (`--from FOLDER`: that folder of the
-recipe) again and rewrites its figures and card, keeping its weights file byte for byte.
+recipe) again and rewrites its figures and card, keeping its weights (written over itself, the
+weights file byte for byte).
 
 How the shipped presets' compute was pieced together, stage by stage, is in `zoo/TRAINING.md`.
 """
