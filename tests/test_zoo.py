@@ -980,6 +980,21 @@ def test_a_recipe_on_train_and_validation_trains_on_them_and_says_so(mnist_path)
     assert "The validation and test images were never trained on." in card
 
 
+def test_a_time_budget_the_preset_has_spent_is_refused_before_any_training(
+    tmp_path, monkeypatch, capsys
+):
+    """--max-minutes counts the minutes the preset carries: below them, nothing trains."""
+    train = _train_tool()
+    monkeypatch.setattr(train, "train_stage", lambda *args: pytest.fail("it trained"))
+    carried = zoo.metadata("vae-mnist")["training"]["wall_time_minutes"]
+    argv = ["vae-mnist", "--continue", "--epochs", "9999", "--max-minutes", "25"]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert f"the training has run {carried:.1f} minutes already" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_recipe_on_an_unknown_split_is_a_command_line_error(monkeypatch, capsys):
     train = _train_tool()
     recipe = {**train.read_recipe("vae-mnist"), "split": "everything"}

@@ -31,11 +31,13 @@ before fine-tuning, `<name>-fine-tune` in the first fine-tuning stage and `<name
 in the k-th (atomically; `state.json` keeps the wall time so far, which a resumed run counts on
 from, the latest of every stage's; one run at a time owns a folder). `--resume` continues from
 the checkpoint, `--overwrite` starts afresh over one (a folder that holds a checkpoint is
-refused without either); `--max-minutes` stops before an epoch that would not end within the
-budget; SIGTERM or Ctrl-C (`tfdlgm.callbacks.StopOnSignal`) after the epoch in progress. Then
-the model is evaluated on the recipe's test set (MNIST binarised once, or Frey faces dequantised
-once, seed 0) by `tfdlgm.evaluation.evaluate_preset` and the preset folder (`zoo/<name>/`, or
-`--out`) is written by `tfdlgm.zoo.save_preset`, its card from the recipe.
+refused without either); `--max-minutes M` stops before an epoch that would take the
+training's wall time past M minutes (those the preset or checkpoint carries count: a budget
+already spent is refused before any training); SIGTERM or Ctrl-C
+(`tfdlgm.callbacks.StopOnSignal`) after the epoch in progress. Then the model is evaluated on
+the recipe's test set (MNIST binarised once, or Frey faces dequantised once, seed 0) by
+`tfdlgm.evaluation.evaluate_preset` and the preset folder (`zoo/<name>/`, or `--out`) is
+written by `tfdlgm.zoo.save_preset`, its card from the recipe.
 
 `--continue` starts from the shipped preset `zoo/<name>` (`--from FOLDER`: from another folder
 of the same recipe, e.g. an `--out`) instead of from scratch: its weights, epoch count and wall
@@ -404,6 +406,14 @@ def train_recipe(recipe, args, start_folder, start_epoch, start_seconds):
         ]
         start_seconds = max([start_seconds, *(log.get("wall_seconds", 0.0) for log in logs)])
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
+    if max_seconds is not None and start_seconds >= max_seconds:
+        print(
+            f"tools/train.py: error: --max-minutes {args.max_minutes:g} is spent before the "
+            f"first epoch: the training has run {start_seconds / 60:.1f} minutes already (the "
+            "budget counts the minutes the preset or checkpoint carries); give more",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     clock = WallClock(start_seconds, max_seconds)
     stop = tfdlgm.callbacks.StopOnSignal()  # kill -TERM: evaluate after the epoch in progress
     keras.utils.set_random_seed(0)
@@ -687,7 +697,12 @@ def parse(argv=None):
         action="store_true",
         help="start afresh where a checkpoint folder already holds a checkpoint (deletes it)",
     )
-    parser.add_argument("--max-minutes", type=float, help="training wall budget, all runs")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="the training's wall budget in minutes, counting those the preset or checkpoint "
+        "carries",
+    )
     parser.add_argument("--ll-examples", type=int, default=10_000, help="test images for L_5000")
     parser.add_argument("--out", help="the preset folder to write (default zoo/<name>)")
     parser.add_argument("--workdir", default=".", help="where logs/ and checkpoints/ go")
