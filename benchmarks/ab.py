@@ -214,6 +214,7 @@ def preset_start(folder):
 def shown_command(words, args) -> str:
     """The command as the report shows it: a preset given as a folder outside the zoo as
     `PRESET` (the report names it by preset and epoch), without `--out`."""
+    folder = args.preset not in tfdlgm.zoo.list()
     shown, skip = [], False
     for word in words:
         if skip:
@@ -223,9 +224,7 @@ def shown_command(words, args) -> str:
         elif word.startswith("--out="):
             continue
         else:
-            shown.append(
-                "PRESET" if word == args.preset and args.preset not in tfdlgm.zoo.list() else word
-            )
+            shown.append("PRESET" if folder and word == args.preset else word)
     return "python benchmarks/ab.py " + " ".join(shown)
 
 

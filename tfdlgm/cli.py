@@ -48,7 +48,6 @@ import os
 import pathlib
 import re
 import sys
-import tempfile
 import zipfile
 
 BACKENDS = ("tensorflow", "jax")
@@ -765,7 +764,7 @@ def _impute_table(args):
         )
         mean[gaps], variance[gaps] = result.mean, result.variance
         print(f"Imputed by {_imputation_summary(args, result)}")
-        _warn_of_few_effective_samples(args, result)
+        _warn_of_few_effective_samples(result)
     else:
         print("Nothing was missing: the outputs are the input and zero variances")
     # At the precision the model computes in: the digits beyond it are rounding noise.
@@ -774,7 +773,7 @@ def _impute_table(args):
     print(f"Completed table written to {outputs[0]}, predictive variances to {outputs[1]}")
 
 
-def _warn_of_few_effective_samples(args, result):
+def _warn_of_few_effective_samples(result):
     """One line on stderr when importance sampling's estimate of some rows rests on fewer
     than `FEW_EFFECTIVE_SAMPLES` effective samples: their variances then leave out most of
     the spread of p(x_m | x_o) over the latents (`tfdlgm.impute`)."""
@@ -874,6 +873,8 @@ def _absl_lines_held_back(level):
     """What the block writes to the stderr file descriptor is kept aside and written back at
     its end, less the absl lines of a severity below `level` (`_filter_start_up_log`); anything
     else (a Python warning, a traceback) comes through."""
+    import tempfile  # here, not at the top: `tfdlgm zoo list` starts without it
+
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as held:

@@ -24,9 +24,9 @@ PATTERNS = "bottom-half, top-half or random:P with 0 < P < 1 the fraction missin
 
 def check_pattern(pattern: str) -> str:
     """`pattern` if it names a pattern of `missing_pixels`, else a `ValueError` naming them."""
-    name, _, fraction = pattern.partition(":")
     if pattern in ("bottom-half", "top-half"):
         return pattern
+    name, _, fraction = pattern.partition(":")
     try:
         missing = float(fraction)
     except ValueError:
