@@ -16,8 +16,9 @@ sized from the last chunk's time per step) it measures L_50 (Burda et al. eq. 8,
 on the first `--examples` images of the validation split, binarised (or dequantised) once with
 seed 1, as `tools/train.py --validate-every` does; evaluation time is not counted.
 
-A variant is `NAME:key=value,...` with keys `batch_size`, `learning_rate`, `num_samples` and
-`gradient` (`"standard"` or `"dreg"`, `tfdlgm.objectives.ImportanceWeighted`). Writes
+A variant is `NAME:key=value,...` with keys `batch_size`, `learning_rate`, `num_samples`,
+`gradient` (`"standard"` or `"dreg"`, `tfdlgm.objectives.ImportanceWeighted`) and
+`freeze_batch_norm` (`true`: `tfdlgm.layers.freeze_batch_norm` before compiling). Writes
 `benchmarks/results/ab-<name>.md` (one table: L_50 at each budget point per variant), `.json`
 (every measurement) and `.png` (L_50 in nats against CPU-minutes, one line per variant).
 """
@@ -37,9 +38,24 @@ import numpy as np
 
 import tfdlgm
 from tfdlgm import evaluation
+from tfdlgm.layers import freeze_batch_norm
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-KEYS = {"batch_size": int, "learning_rate": float, "num_samples": int, "gradient": str}
+
+
+def _flag(text: str) -> bool:
+    if text not in ("true", "false"):
+        raise ValueError(f"A flag is true or false. Received: {text!r}")
+    return text == "true"
+
+
+KEYS = {
+    "batch_size": int,
+    "learning_rate": float,
+    "num_samples": int,
+    "gradient": str,
+    "freeze_batch_norm": _flag,
+}
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
 
 
@@ -199,14 +215,17 @@ def compare(name, variants, start, data, x_valid, minutes, every, out_dir, info)
 
 def preset_start(folder):
     """`variant -> (model, optimizer config)`: the preset's weights with the variant's
-    objective (its `num_samples` and `gradient` over the preset's own objective)."""
+    objective (its `num_samples` and `gradient` over the preset's own objective), its batch
+    normalisation frozen where the variant says so."""
     config = tfdlgm.zoo.config(folder)["config"]["objective"]
     optimizer = tfdlgm.zoo.metadata(folder)["training"]["optimizer"]
 
     def start(variant):
         chosen = {k: variant[k] for k in ("num_samples", "gradient") if k in variant}
-        objective = {**config, **chosen}
-        return tfdlgm.zoo.load(folder, compile=False, objective=objective), optimizer
+        model = tfdlgm.zoo.load(folder, compile=False, objective={**config, **chosen})
+        if variant.get("freeze_batch_norm"):
+            freeze_batch_norm(model)
+        return model, optimizer
 
     return start
 

@@ -359,6 +359,23 @@ def test_ab_runs_each_variant_for_its_cpu_budget_and_writes_a_table_json_and_plo
     assert (tmp_path / "ab-smoke.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_ab_variants_freeze_batch_norm_when_told_and_refuse_other_flag_words():
+    from tfdlgm.layers import normalises_by_batch
+
+    ab = _ab()
+    assert ab.parse_variant("f:freeze_batch_norm=true,gradient=dreg") == {
+        "name": "f",
+        "freeze_batch_norm": True,
+        "gradient": "dreg",
+    }
+    with pytest.raises(ValueError, match="A flag is true or false. Received: 'yes'"):
+        ab.parse_variant("f:freeze_batch_norm=yes")
+    start = ab.preset_start("lvae-mnist")
+    model, _ = start({"name": "f", "freeze_batch_norm": True, "gradient": "dreg"})
+    assert not normalises_by_batch(model) and model.objective.gradient == "dreg"
+    assert normalises_by_batch(start({"name": "plain"})[0])
+
+
 def test_the_pytorch_likelihood_peer_computes_our_log_weights_from_the_presets_weights():
     """benchmarks/peers/torch_likelihood.py on vae-mnist: at the same noise eps, its log
     importance weights equal ours (log p(x, z) - log q(z | x) at z = mu + sigma eps) to

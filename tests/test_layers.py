@@ -4,7 +4,13 @@ import pytest
 from keras import ops
 
 from tests.gradients import value_and_grad
-from tfdlgm.layers import MLP, Dense, weights_to_load
+from tfdlgm.layers import (
+    MLP,
+    Dense,
+    freeze_batch_norm,
+    normalises_by_batch,
+    weights_to_load,
+)
 
 
 def _pair(units, input_dim):
@@ -53,6 +59,26 @@ def test_mlp_batch_norm_pools_statistics_over_every_leading_axis():
     y = ops.convert_to_numpy(mlp(x, training=True))
     flat = ops.convert_to_numpy(mlp(x.reshape(10, 3), training=True))
     np.testing.assert_allclose(y.reshape(10, 4), flat, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_batch_norm_normalises_each_example_by_the_moving_statistics_in_training():
+    """Trainable, an example's output in training depends on its batch; frozen, it is the
+    inference output, the same in any batch."""
+    mlp = MLP((6, 4), activation="leaky_relu", batch_norm=True)
+    mlp.build((None, 3))
+    for norm in mlp.norms:
+        norm.moving_mean.assign(np.linspace(-1.0, 1.0, norm.moving_mean.shape[0]))
+    x = np.random.default_rng(4).normal(size=(5, 3)).astype("float32")
+    alone, in_batch = (ops.convert_to_numpy(mlp(v, training=True))[:2] for v in (x[:2], x))
+    assert normalises_by_batch(mlp) and not np.allclose(alone, in_batch, atol=1e-3)
+    assert freeze_batch_norm(mlp) == 2 and not normalises_by_batch(mlp)
+    assert mlp.trainable_weights == [w for d in mlp.dense for w in d.trainable_weights]
+    frozen = ops.convert_to_numpy(mlp(x, training=True))
+    np.testing.assert_allclose(frozen, ops.convert_to_numpy(mlp(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        frozen[:2], ops.convert_to_numpy(mlp(x[:2], training=True)), rtol=1e-6
+    )
+    assert freeze_batch_norm(MLP((3,))) == 0
 
 
 def test_mlp_round_trips_its_config():

@@ -5,6 +5,7 @@ import scipy.stats
 from keras import ops
 
 from tfdlgm import objectives
+from tfdlgm.layers import batch_norm_layers, freeze_batch_norm, normalises_by_batch
 from tfdlgm.models import VAE, FactorAnalysis, LadderVAE
 
 from .gradients import value_and_grad_function
@@ -36,8 +37,8 @@ def gradient_function(model, loss_fn):
     return gradients
 
 
-def mean_loss(model, x):
-    return lambda: ops.mean(model(x)["loss"])
+def mean_loss(model, x, training=False):
+    return lambda: ops.mean(model(x, training=training)["loss"])
 
 
 def recognition_gradient(gradients, seed):
@@ -211,11 +212,11 @@ def iwae_factor_analysis(gradient, shift):
     return model, draw(params, 10, np.random.default_rng(1))
 
 
-def gradient_draws(model, x, calls, copies):
+def gradient_draws(model, x, calls, copies, training=False):
     """`{variable path: [calls, ...]}`: at seeds 0 .. calls - 1, the gradient of the mean loss
     over `copies` copies of `x`, each a mean of `copies` independent draws of the gradient
     on `x` (one call each, as the backends are slow to call)."""
-    gradients = gradient_function(model, mean_loss(model, np.tile(x, (copies, 1))))
+    gradients = gradient_function(model, mean_loss(model, np.tile(x, (copies, 1)), training))
     draws = [gradients(seed) for seed in range(calls)]
     return {path: np.stack([d[path] for d in draws]) for path in draws[0]}
 
@@ -274,12 +275,29 @@ def test_dreg_lowers_the_variance_of_the_inference_network_gradient_at_k_50(
     assert variances["dreg"] < variances["standard"] / 10, variances
 
 
+def with_moving_statistics(model, rng):
+    """`model` with every batch normalisation's moving mean and variance, scale and offset
+    drawn away from their starts (0, 1, 1, 0), so that frozen they are not the identity."""
+    for layer in batch_norm_layers(model):
+        size = layer.moving_mean.shape
+        layer.moving_mean.assign(rng.normal(size=size).astype("float32"))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=size).astype("float32"))
+        layer.gamma.assign(rng.uniform(0.5, 2.0, size=size).astype("float32"))
+        layer.beta.assign(rng.normal(size=size).astype("float32"))
+    return model
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("ladder", [True, False])
-def test_dreg_is_unbiased_for_a_hierarchical_q_and_weights_shared_with_p(ladder):
+@pytest.mark.parametrize(
+    "ladder, batch_norm",
+    [(True, False), (False, False), (True, True)],
+    ids=["ladder", "hierarchical", "ladder-frozen-batch-norm"],
+)
+def test_dreg_is_unbiased_for_a_hierarchical_q_and_weights_shared_with_p(ladder, batch_norm):
     """The ladder's q(z_1 | z_2, x) merges with p(z_1 | z_2) (top-down weights in both p and
     q); the two-layer IWAE's q(z_2 | z_1) reads z_1: every weight's mean gradient over 1,024
-    draws as the standard estimator's."""
+    draws as the standard estimator's. With batch normalisation frozen (`freeze_batch_norm`,
+    moving statistics away from the identity), in training mode too."""
     x = np.random.default_rng(1).normal(size=(6, 4)).astype("float32")
     draws, weights = {}, None
     for gradient in objectives.GRADIENTS:
@@ -288,16 +306,18 @@ def test_dreg_is_unbiased_for_a_hierarchical_q_and_weights_shared_with_p(ladder)
             hidden=(4, 4),
             layers_per_block=1,
             ladder=ladder,
-            batch_norm=False,
+            batch_norm=batch_norm,
             activation="tanh",
             likelihood="gaussian",
             data_dim=4,
             seed=0,
             objective={"name": "iwae", "num_samples": 10, "gradient": gradient},
         )
+        if batch_norm:
+            assert freeze_batch_norm(with_moving_statistics(model, np.random.default_rng(2))) == 4
         weights = weights or model.get_weights()
         model.set_weights(weights)
-        draws[gradient] = gradient_draws(model, x, calls=64, copies=16)
+        draws[gradient] = gradient_draws(model, x, calls=64, copies=16, training=batch_norm)
     assert_same_mean(draws["dreg"], draws["standard"], atol=1e-6)
 
 
@@ -333,12 +353,30 @@ def test_dreg_trains_every_model_and_reports_the_bound_as_its_loss(make, binary_
     assert model.evaluate(x, batch_size=32, verbose=0, return_dict=True)["loss"] < before
 
 
-def test_dreg_refuses_batch_normalisation(binary_data):
+def test_dreg_refuses_batch_statistics_and_trains_with_them_frozen(binary_data):
+    """In training batch statistics couple a batch's samples: refused, with the way out in the
+    message; frozen, DReG trains the model and leaves the frozen statistics as they were."""
     model = LadderVAE(
         latent_dims=(3, 2),
         hidden=(8, 4),
         data_dim=20,
+        seed=0,
         objective={"name": "iwae", "num_samples": 4, "gradient": "dreg"},
     )
-    with pytest.raises(ValueError, match="batch_norm=True couples the samples"):
-        model(binary_data[:8], training=True)
+    x = binary_data[:32]
+    with pytest.raises(ValueError, match=r"couples the samples.*freeze_batch_norm\(model\)"):
+        model(x[:8], training=True)
+    model(x[:8])  # at inference the moving statistics are used: no coupling, no refusal
+    with_moving_statistics(model, np.random.default_rng(0))
+    frozen = {
+        layer.path: [ops.convert_to_numpy(w) for w in layer.weights]
+        for layer in batch_norm_layers(model)
+    }
+    assert freeze_batch_norm(model) == 8 and not normalises_by_batch(model)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    before = model.evaluate(x, batch_size=32, verbose=0, return_dict=True)["loss"]
+    model.fit(x, batch_size=16, epochs=2, verbose=0)
+    assert model.evaluate(x, batch_size=32, verbose=0, return_dict=True)["loss"] < before
+    for layer in batch_norm_layers(model):
+        for kept, weight in zip(frozen[layer.path], layer.weights, strict=True):
+            np.testing.assert_array_equal(ops.convert_to_numpy(weight), kept, err_msg=weight.path)

@@ -17,6 +17,7 @@ __all__ = [
     "distribute",
     "distributions",
     "impute",
+    "layers",
     "metrics",
     "models",
     "objectives",

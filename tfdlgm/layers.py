@@ -138,3 +138,48 @@ class MLP(keras.layers.Layer):
             "activation": self.activation,
             "batch_norm": self.batch_norm,
         }
+
+
+def batch_norm_layers(model):
+    """Every `keras.layers.BatchNormalization` inside `model` (any layer), in build order."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def normalises_by_batch(model):
+    """True if `model` normalises by batch statistics in training: a batch normalisation in
+    it is trainable (not frozen by `freeze_batch_norm`), so in `fit` each example's output
+    depends on the other examples of its batch."""
+    return any(layer.trainable for layer in batch_norm_layers(model))
+
+
+def freeze_batch_norm(model):
+    """Freezes every batch normalisation in `model`: in training, as at inference, it
+    normalises by its moving mean and variance, which stay as they are.
+
+    ```none
+    frozen:  BN(h) = gamma (h - m) / sqrt(v + eps) + beta,  m, v, gamma, beta held fixed
+    ```
+
+    Keras' own freezing (`trainable = False` on each `BatchNormalization`), so the scale and
+    offset stop training too; the layers around them train on. Each example's output then
+    depends on its own input alone, which DReG's gradient needs (`tfdlgm.objectives.
+    ImportanceWeighted`): a Ladder VAE trained on the ELBO with batch statistics fine-tunes
+    with DReG once its statistics are frozen. Freeze before `compile` (the optimizer keeps
+    state for the trainable weights it was compiled with). The setting is not saved with the
+    model (at inference batch normalisation reads the moving statistics anyway): freeze
+    again after loading to fine-tune on.
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        int, the number of batch normalisation layers frozen.
+    """
+    layers = batch_norm_layers(model)
+    for layer in layers:
+        layer.trainable = False
+    return len(layers)

@@ -35,6 +35,7 @@ so `Objective.loss` receives the model.
 from keras import ops
 
 from tfdlgm.backend import global_mean, log_mean_exp, tfd
+from tfdlgm.layers import normalises_by_batch
 
 
 def zero_filled(x):
@@ -201,7 +202,8 @@ class ImportanceWeighted(Objective):
     `d log q / d z` includes q's dependence on the samples it is conditioned on. It costs a
     second pass of the decoder over the k samples (about a third more per step). Batch
     normalisation in training mode couples the samples of a batch through its statistics,
-    which the identity does not allow, so DReG refuses a model with `batch_norm=True`.
+    which the identity does not allow, so DReG refuses a model that normalises by batch
+    statistics; frozen (`tfdlgm.layers.freeze_batch_norm`), each sample is its own again.
 
     Args:
         num_samples: int, k. Defaults to `5`.
@@ -227,12 +229,13 @@ class ImportanceWeighted(Objective):
 
     def _doubly_reparameterised(self, trace, x, kl_weight, model, training):
         """The DReG surrogate (class docstring), `[B]`; its value is not L_k."""
-        if getattr(model, "batch_norm", False):
+        if training and normalises_by_batch(model):
             raise ValueError(
                 "`gradient='dreg'` needs each importance weight to depend on its own sample "
                 f"only, and {type(model).__name__} with batch_norm=True couples the samples of "
-                "a batch through the normalisation's statistics. Use gradient='standard' or a "
-                "model with batch_norm=False."
+                "a batch through the normalisation's batch statistics in training. Freeze them "
+                "first (`tfdlgm.layers.freeze_batch_norm(model)`, then compile), or use "
+                "gradient='standard' or a model with batch_norm=False."
             )
         log_w = ops.stop_gradient(log_importance_weights(trace, x, kl_weight))  # [S, B]
         weights = ops.softmax(log_w, axis=0)  # w~, [S, B]
