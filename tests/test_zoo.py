@@ -665,6 +665,14 @@ def test_a_fine_tuning_stage_may_train_on_another_split_and_the_record_says_whic
     card = train.card_text(recipe, train.training_record(recipe, 4001, 60.0), figures, 1)
     assert 'tfdlgm.datasets.mnist("train+validation"' in card
     assert "the validation images were, once every choice" in card
+    fewer = "The papers' figures come from more training images"
+    assert fewer in card  # epochs 1-4,000 saw the training split only
+    everything = {**recipe, "split": "train+validation"}  # all 60,000 from the first epoch
+    assert train.splits_seen(everything, 4001) == {"train+validation"}
+    card = train.card_text(everything, train.training_record(everything, 4001, 60.0), figures, 1)
+    assert fewer not in card
+    records = train.DATASETS["mnist"]["records"]
+    assert train.data_record(everything, 4001) == records["train+validation"]
     no_split = train.read_recipe("vae-mnist")  # without `fine_tune.split`: the recipe's own
     assert train.data_record(no_split, 4327) == train.DATASETS["mnist"]["records"]["train"]
 

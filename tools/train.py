@@ -113,7 +113,11 @@ DATASETS = {
             "(Bernoulli pixels): grey levels, other image sizes and other data sets are out of "
             "its scope, and it is not meant for any decision about people. Its figures hold for "
             "MNIST's test set binarised once with seed 0; another binarisation gives other "
-            "numbers. The papers' figures come from more training images (see Training data)."
+            "numbers."
+        ),
+        # Added to the intended use when some epochs saw only the training split.
+        "fewer_examples_text": (
+            "The papers' figures come from more training images (see Training data)."
         ),
     },
     "frey_faces": {
@@ -322,6 +326,11 @@ def split_of(recipe: dict, fine_tune: int = 0) -> str:
 def final_split(recipe: dict, epochs: int) -> str:
     """The split of the last stage a run of `epochs` epochs reached."""
     return split_of(recipe, stage_reached(recipe, epochs))
+
+
+def splits_seen(recipe: dict, epochs: int) -> set[str]:
+    """The splits the stages a run of `epochs` epochs reached trained on."""
+    return {split_of(recipe, k) for k in range(stage_reached(recipe, epochs) + 1)}
 
 
 def data_record(recipe: dict, epochs: int) -> dict:
@@ -555,6 +564,9 @@ def card_text(recipe, record, figures, parameters) -> str:
     word = data["examples_word"]
     seen = data_record(recipe, record["epochs"])
     split = final_split(recipe, record["epochs"])
+    intended_use = data["intended_use"]
+    if "fewer_examples_text" in data and "train" in splits_seen(recipe, record["epochs"]):
+        intended_use += " " + data["fewer_examples_text"]
     held_out = (
         f"The validation and test {word} were never trained on."
         if split == "train"
@@ -611,7 +623,7 @@ model.fit({loader}("train"), epochs=1)   # fine-tune with plain Keras
 
 ## Intended use and limitations
 
-{_wrap(data["intended_use"])}
+{_wrap(intended_use)}
 
 ## Training data
 
