@@ -674,7 +674,7 @@ def test_a_fine_tuning_stage_may_train_on_another_split_and_the_record_says_whic
     records = train.DATASETS["mnist"]["records"]
     assert train.data_record(everything, 4001) == records["train+validation"]
     no_split = train.read_recipe("vae-mnist")  # without `fine_tune.split`: the recipe's own
-    assert train.data_record(no_split, 4327) == train.DATASETS["mnist"]["records"]["train"]
+    assert train.data_record(no_split, 4327) == records["train"]
 
 
 def test_a_fine_tuning_stage_keeps_the_weights_and_takes_the_objective_and_rate():
